@@ -1,0 +1,56 @@
+"""The backend interface: ``xp`` plus a short list of extras the array module lacks."""
+import math
+
+
+def array_library_of(x):
+    """'cupy' for a CuPy array, 'numpy' for anything else (checked by type, never by import)."""
+    return "cupy" if type(x).__module__.split(".")[0] == "cupy" else "numpy"
+
+
+class Backend:
+    """An array module (``xp``) and the extras npvit needs beyond it.
+
+    Extras: ``erf`` (NumPy has none), ``asarray`` that refuses arrays from another device,
+    ``to_numpy`` to bring results home, ``rng`` for reproducible dropout masks.
+    """
+
+    name = "abstract"
+    xp = None
+
+    # --- moving data ---------------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        """Wrap ``x`` as this backend's array; a foreign-device array is an error, not a copy."""
+        found = array_library_of(x)
+        if found != self.name and found == "cupy":
+            raise TypeError(
+                f"got a CuPy (GPU) array but this model runs on the {self.name} backend: "
+                "bring it to the host with x.get(), or move the model with model.to('cupy')"
+            )
+        if found != self.name and self.name == "cupy" and hasattr(x, "__array_interface__"):
+            raise TypeError(
+                "got a NumPy (host) array but this model runs on the cupy backend: "
+                "copy it to the GPU with cupy.asarray(x), or move the model with model.to('numpy')"
+            )
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x):
+        raise NotImplementedError
+
+    def from_numpy(self, x, dtype=None):
+        """Copy a host array onto this backend (the explicit, deliberate transfer)."""
+        return self.xp.asarray(x, dtype=dtype)
+
+    def rng(self, seed=None):
+        """A random generator on this backend (``seed`` may be an int or ``None``)."""
+        return self.xp.random.default_rng(seed)
+
+    # --- math extras -----------------------------------------------------------------
+    def erf(self, x):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<npvit backend {self.name}>"
+
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)

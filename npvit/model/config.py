@@ -1,0 +1,128 @@
+"""One dataclass holds every architecture knob of the model (the seed's constructor, plus a few)."""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Tuple, Union
+
+from ..ops.activations import GELU_KINDS
+
+Size = Union[int, Tuple[int, int]]
+CLASSIFIERS = ("token", "gap")
+
+
+def _pair(v):
+    return (int(v), int(v)) if isinstance(v, (int, float)) else tuple(int(a) for a in v)
+
+
+@dataclass
+class ViTConfig:
+    img_size: Size = 224
+    patch_size: Size = 16
+    in_c: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_scale: Optional[float] = None
+    representation_size: Optional[int] = None
+    distilled: bool = False
+    drop_ratio: float = 0.0
+    attn_drop_ratio: float = 0.0
+    drop_path_ratio: float = 0.0
+    norm_eps: float = 1e-6
+    gelu: str = "exact"
+    classifier: str = "token"
+    label_names: Optional[tuple] = field(default=None, compare=False)
+
+    def __post_init__(self):
+        self.img_size = _pair(self.img_size)
+        self.patch_size = _pair(self.patch_size)
+        if self.label_names is not None:
+            self.label_names = tuple(str(n) for n in self.label_names)
+        self.validate()
+
+    # --- derived sizes -------------------------------------------------------------
+    @property
+    def grid_size(self):
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self):
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def num_prefix_tokens(self):
+        return (self.classifier == "token") + bool(self.distilled)
+
+    @property
+    def head_dim(self):
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden(self):
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def scale(self):
+        return self.qk_scale if self.qk_scale is not None else self.head_dim ** -0.5
+
+    @property
+    def num_features(self):
+        """Width of the pooled feature the head reads (the representation size when present)."""
+        return self.representation_size or self.embed_dim
+
+    def validate(self):
+        def bad(msg):
+            raise ValueError(f"invalid ViT config: {msg}")
+
+        (H, W), (ph, pw) = self.img_size, self.patch_size
+        if min(H, W, ph, pw) <= 0:
+            bad(f"img_size {self.img_size} and patch_size {self.patch_size} must be positive")
+        if H % ph or W % pw:
+            bad(f"patch_size {self.patch_size} must divide img_size {self.img_size}; "
+                f"pick an image size that is a multiple of the patch size")
+        for name in ("in_c", "embed_dim", "depth", "num_heads"):
+            if int(getattr(self, name)) <= 0:
+                bad(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.num_classes < 0:
+            bad(f"num_classes must be >= 0 (0 returns features), got {self.num_classes}")
+        if self.embed_dim % self.num_heads:
+            bad(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.mlp_hidden <= 0:
+            bad(f"mlp_ratio {self.mlp_ratio} gives an empty MLP")
+        if self.gelu not in GELU_KINDS:
+            bad(f"gelu must be one of {GELU_KINDS}, got {self.gelu!r}")
+        if self.classifier not in CLASSIFIERS:
+            bad(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+        if self.distilled and self.classifier != "token":
+            bad("a distilled model reads its class and distillation tokens: use classifier='token'")
+        if self.distilled and self.representation_size:
+            bad("distilled models have no representation layer: set representation_size=None")
+        if self.distilled and self.num_classes == 0:
+            bad("distilled models need a head: num_classes must be > 0")
+        for name in ("drop_ratio", "attn_drop_ratio", "drop_path_ratio"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
+            bad(f"norm_eps must be a positive number, got {self.norm_eps}")
+        if self.label_names is not None and self.num_classes and len(self.label_names) != self.num_classes:
+            bad(f"{len(self.label_names)} label names for a {self.num_classes}-class head")
+
+    def replace(self, **overrides):
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown model setting(s) {sorted(unknown)}; known: "
+                            f"{sorted(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["img_size"], d["patch_size"] = list(self.img_size), list(self.patch_size)
+        d["label_names"] = list(self.label_names) if self.label_names is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls().replace(**d)

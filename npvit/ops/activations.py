@@ -1,0 +1,66 @@
+"""Pointwise activations: GELU (exact erf form and tanh approximation) and tanh.
+
+GELU exact:  y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)),   dy/dx = Phi(x) + x * phi(x)
+GELU tanh:   y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+tanh:        y = tanh(x), dy/dx = 1 - y^2      (the representation layer ``pre_logits``)
+
+GELU caches its input (the derivative needs x); tanh caches its output (1 - y^2 needs only y).
+"""
+import math
+from typing import Any, NamedTuple
+
+GELU_KINDS = ("exact", "tanh")
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_TANH_C = 0.044715
+
+
+class GeluCache(NamedTuple):
+    x: Any
+    kind: str
+    backend: Any
+
+
+def gelu_forward(x, kind, backend):
+    xp = backend.xp
+    if kind == "exact":
+        y = backend.erf(x * _INV_SQRT2)
+    elif kind == "tanh":
+        y = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * (x * x * x)))  # x*x*x: np.power is slow
+    else:
+        raise ValueError(f"unknown GELU kind {kind!r}: expected one of {GELU_KINDS}")
+    y += 1.0
+    y *= x
+    y *= 0.5
+    return y, GeluCache(x, kind, backend)
+
+
+def gelu_backward(dy, cache):
+    x, kind, backend = cache
+    xp = backend.xp
+    if kind == "exact":
+        cdf = backend.erf(x * _INV_SQRT2)
+        cdf += 1.0
+        cdf *= 0.5                                                  # Phi(x)
+        pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI                  # phi(x)
+        dydx = cdf + x * pdf
+    else:
+        x2 = x * x
+        t = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x2 * x))
+        dydx = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x2)
+    return dy * dydx
+
+
+class TanhCache(NamedTuple):
+    y: Any
+
+
+def tanh_forward(x, xp):
+    y = xp.tanh(x)
+    return y, TanhCache(y)
+
+
+def tanh_backward(dy, cache):
+    y = cache.y
+    return dy * (1.0 - y * y)
