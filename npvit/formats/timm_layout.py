@@ -1,0 +1,122 @@
+"""PyTorch state dicts under timm's names: timm, the seed's vit_model.py, and DeiT.
+
+These are npvit's own parameter names, so reading is a check, not a rename:
+
+    cls_token, [dist_token], pos_embed (1, prefix + P, D), patch_embed.proj.{weight,bias},
+    blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.{weight,bias}, norm.*,
+    [pre_logits.fc.*] (the seed's representation layer), head.*, [head_dist.*] (DeiT distilled)
+
+A state dict records neither the number of heads nor the image size: heads come from the
+variant table by width (overridable), the grid is assumed square.  Files npvit wrote itself
+carry its config in the safetensors metadata (``npvit.config``), which is used when present.
+timm resamples position embeddings bicubically with antialiasing (``resample_abs_pos_embed``).
+"""
+import json
+import re
+
+from ..preprocess.config import PreprocessConfig
+from .checkpoint import Checkpoint, heads_by_width
+from .errors import CheckpointError
+
+_PARAM = re.compile(r"^(cls_token|dist_token|pos_embed|patch_embed\.proj\.(weight|bias)|"
+                    r"blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)|"
+                    r"norm\.(weight|bias)|pre_logits\.fc\.(weight|bias)|head(_dist)?\.(weight|bias))$")
+_WRAP_PREFIXES = ("module.", "model.", "_orig_mod.")
+
+
+def is_timm(arrays):
+    return any(k.endswith("patch_embed.proj.weight") for k in arrays)
+
+
+def read_timm(arrays, source, metadata=None, hub_config=None):
+    arrays = _strip_prefix(arrays)
+    unknown = sorted(k for k in arrays if not _PARAM.match(k))
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        raise CheckpointError(
+            f"{source}: a timm-style state dict with arrays npvit's ViT has no place for: {shown}. "
+            "It is a ViT variant npvit does not implement (LayerScale, register tokens, fc_norm/avg "
+            "pooling, CLIP pre-norm, attention pooling, ...); loading it without them would give "
+            "wrong outputs.")
+    for k, v in arrays.items():
+        if v.dtype.kind != "f":
+            raise CheckpointError(f"{source}: array {k!r} has dtype {v.dtype}, expected floating-point weights")
+    if "patch_embed.proj.weight" not in arrays:
+        raise CheckpointError(f"{source}: no patch_embed.proj.weight, expected a ViT state dict")
+    width = arrays["patch_embed.proj.weight"].shape[0]
+    distilled = "dist_token" in arrays
+    origin = "deit" if distilled else "timm"
+    ckpt = Checkpoint(state=dict(arrays), origin=origin, preprocess_preset=origin,
+                      resample="bicubic")
+    heads = heads_by_width(width)
+    if heads:
+        ckpt.defaults["num_heads"] = heads
+    if hub_config is not None:
+        _apply_hub_config(ckpt, hub_config, source)
+    if metadata and "npvit.config" in metadata:
+        _apply_npvit_metadata(ckpt, metadata, source)
+    return ckpt
+
+
+def _strip_prefix(arrays):
+    """'module.' (DataParallel), 'model.' or '_orig_mod.' (torch.compile) on every key."""
+    for p in _WRAP_PREFIXES:
+        if arrays and all(k.startswith(p) for k in arrays):
+            return {k[len(p):]: v for k, v in arrays.items()}
+    return arrays
+
+
+def _apply_hub_config(ckpt, cfg, source):
+    """timm hub folder config.json: model_args, pretrained_cfg (preprocessing), label names."""
+    args = cfg.get("model_args") or {}
+    if isinstance(args.get("num_heads"), int):
+        ckpt.known["num_heads"] = args["num_heads"]
+    else:
+        from ..model.variants import VARIANTS
+
+        arch = str(cfg.get("architecture", "")).split(".")[0]
+        if arch in VARIANTS and ckpt.state["patch_embed.proj.weight"].shape[0] == VARIANTS[arch]["embed_dim"]:
+            ckpt.defaults["num_heads"] = VARIANTS[arch]["num_heads"]
+    if args.get("img_size") is not None:
+        v = args["img_size"]
+        ckpt.img_size = (v, v) if isinstance(v, int) else tuple(v)
+    # Options that change the computation without adding arrays (the others show up as arrays).
+    has_cls = "cls_token" in ckpt.state
+    pool = args.get("global_pool", cfg.get("global_pool", "token"))
+    if has_cls and pool not in ("token", "", None):
+        raise CheckpointError(f"{source}: timm global_pool={pool!r} with a class token; npvit pools "
+                              "by the class token, or by the mean when there is none")
+    if has_cls and args.get("no_embed_class"):
+        raise CheckpointError(f"{source}: timm no_embed_class=True (position embedding without the "
+                              "class slot) is not implemented for timm files; big_vision .npz files are")
+    names = cfg.get("label_names")
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        ckpt.defaults["label_names"] = tuple(names)
+    pc = cfg.get("pretrained_cfg") or {}
+    try:
+        size = pc.get("input_size", [3, 224, 224])[-2:]
+        ckpt.preprocess = PreprocessConfig(
+            input_size=tuple(int(s) for s in size),
+            interpolation=pc.get("interpolation", "bicubic"),
+            crop_pct=float(pc.get("crop_pct", 0.9)),
+            crop_mode=pc.get("crop_mode", "center"),
+            mean=tuple(float(m) for m in pc.get("mean", (0.5, 0.5, 0.5))),
+            std=tuple(float(s) for s in pc.get("std", (0.5, 0.5, 0.5))))
+    except (TypeError, ValueError) as exc:
+        ckpt.notes.append(f"pretrained_cfg preprocessing not usable ({exc}); using timm's defaults")
+
+
+def _apply_npvit_metadata(ckpt, metadata, source):
+    """A file written by ``npvit convert --to timm`` records npvit's full config."""
+    try:
+        cfg = json.loads(metadata["npvit.config"])
+        ckpt.known["num_heads"] = int(cfg["num_heads"])
+        for k in ("gelu", "norm_eps", "qk_scale", "label_names"):
+            if cfg.get(k) is not None:
+                ckpt.defaults[k] = tuple(cfg[k]) if k == "label_names" else cfg[k]
+        ckpt.img_size = tuple(cfg["img_size"])
+        if metadata.get("npvit.preprocess"):
+            ckpt.preprocess = PreprocessConfig.from_dict(json.loads(metadata["npvit.preprocess"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{source}: its npvit.config metadata is damaged ({exc})") from None
+
