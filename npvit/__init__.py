@@ -9,3 +9,8 @@ __all__ = [
     "VisionTransformer", "ViTConfig", "create_model", "list_models", "VARIANTS",
     "cross_entropy", "get_backend", "available_backends",
 ]
+
+# --- checkpoint formats (npvit/formats) ---
+from .formats import load, save  # noqa: E402
+
+__all__ += ["load", "save"]

@@ -127,6 +127,11 @@ class VisionTransformer:
             raise ValueError(f"parameter {name} holds NaN or inf values")
         return arr.copy() if arr is value else arr
 
+    def save(self, path):
+        """Write weights, config and preprocessing to npvit's .npz at ``path`` (see npvit.formats)."""
+        from ..formats.native import save
+        return save(self, path)
+
     def num_params(self):
         return int(sum(int(np.prod(a.shape)) for a in self.params.values()))
 
