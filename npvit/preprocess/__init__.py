@@ -1,4 +1,11 @@
-"""Turning pictures into the normalised (B, C, H, W) arrays a checkpoint expects."""
-from .config import PRESETS, PreprocessConfig
+"""Turning pictures into the normalised (B, C, H, W) arrays a checkpoint expects.
 
-__all__ = ["PreprocessConfig", "PRESETS"]
+``config`` holds the recipes (``PreprocessConfig``, ``PRESETS``), ``images`` reads what users
+call an image, ``resize`` is Pillow's resampling in NumPy, ``transform`` chains them.
+"""
+from .config import PRESETS, PreprocessConfig, preset
+from .images import to_rgb, to_rgb_list
+from .resize import resize
+from .transform import preprocess
+
+__all__ = ["PreprocessConfig", "PRESETS", "preset", "preprocess", "resize", "to_rgb", "to_rgb_list"]

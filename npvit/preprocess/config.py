@@ -5,6 +5,11 @@ crop_mode "center": resize the short side to floor(size / crop_pct), then center
 crop_mode "squash": resize straight to ``input_size``, aspect ratio not kept (official JAX code,
                     Hugging Face ViTImageProcessor).
 Pixels are scaled to [0, 1] and then normalised with ``mean``/``std``.
+
+antialias True:  Pillow's ``Image.resize`` (filter widened when shrinking, uint8 after each pass),
+                 which timm, torchvision, Hugging Face and the seed all use.
+antialias False: ``tf.image.resize`` (bilinear at half-pixel centres, no widening, float result),
+                 the official JAX input pipeline.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -23,6 +28,7 @@ class PreprocessConfig:
     crop_mode: str = "center"          # "center" | "squash"
     mean: Tuple[float, float, float] = INCEPTION_MEAN
     std: Tuple[float, float, float] = INCEPTION_STD
+    antialias: bool = True
 
     def __post_init__(self):
         if self.interpolation not in ("bicubic", "bilinear"):
@@ -31,6 +37,8 @@ class PreprocessConfig:
             raise ValueError(f"crop_mode must be 'center' or 'squash', got {self.crop_mode!r}")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if not self.antialias and self.interpolation != "bilinear":
+            raise ValueError("antialias=False (TF-style resize) is implemented for bilinear only")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -49,14 +57,18 @@ class PreprocessConfig:
 
 
 def preset(name, input_size=(224, 224)):
-    """The recipe of a framework, at ``input_size``."""
-    size = tuple(input_size)
+    """The recipe of a framework, at ``input_size`` (an int for a square, or (height, width))."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preprocessing preset {name!r}; known: {', '.join(PRESETS)}")
+    size = (int(input_size),) * 2 if isinstance(input_size, int) else tuple(int(v) for v in input_size)
     return PRESETS[name].replace(input_size=size)
 
 
 PRESETS = {
-    # google-research/vision_transformer: resize to SxS (bilinear), scale to [-1, 1].
-    "official": PreprocessConfig(interpolation="bilinear", crop_pct=1.0, crop_mode="squash"),
+    # google-research/vision_transformer: tf.image.resize to SxS (bilinear, no antialiasing),
+    # scale to [-1, 1].
+    "official": PreprocessConfig(interpolation="bilinear", crop_pct=1.0, crop_mode="squash",
+                                 antialias=False),
     # timm ViT default cfg: bicubic, crop_pct 0.9, mean = std = 0.5.
     "timm": PreprocessConfig(),
     # DeiT (timm's deit cfg): bicubic, crop_pct 0.9, ImageNet mean/std.

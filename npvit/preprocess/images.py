@@ -1,0 +1,149 @@
+"""Whatever the user calls an image, turned into an (H, W, 3) RGB array.
+
+Accepted, alone or in a list (or a (B, H, W, C) array, one image per entry):
+- a file path (str or ``pathlib.Path``), decoded with Pillow (``pip install 'npvit[image]'``);
+- a ``PIL.Image.Image`` of any mode, converted with ``.convert("RGB")`` as timm does;
+- an (H, W, 3) uint8 array; (H, W) or (H, W, 1) grey, repeated to 3 channels; (H, W, 4) RGBA,
+  whose alpha is dropped (what Pillow's RGBA -> RGB conversion does);
+- an integer array with values 0..255 (any integer dtype), taken as uint8;
+- a floating-point array with values in [0, 1] (1.0 = white), kept as float32 so no precision is
+  lost to 256 levels.
+
+Returns uint8 arrays for 8-bit sources and float32 arrays for float ones. Pillow is imported
+only to read files and PIL images; arrays never need it. EXIF orientation is not applied (timm's
+and torchvision's loaders do not apply it either).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+
+PILLOW_HINT = "pip install 'npvit[image]'"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm", ".pbm", ".jfif")
+
+
+def import_pillow():
+    """``PIL.Image``, or an ImportError that says how to install it."""
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise ImportError(f"reading image files and PIL images needs Pillow: {PILLOW_HINT} "
+                          "(or pass the pixels as a NumPy array)") from exc
+    return Image
+
+
+def is_batch(images):
+    """True for a list/tuple of images or a (B, H, W, C) array; False for a single image."""
+    if isinstance(images, (list, tuple)):
+        return True
+    return isinstance(images, np.ndarray) and images.ndim == 4
+
+
+def to_rgb_list(images):
+    """A list of RGB arrays (uint8 or float32, (H, W, 3)) from one image or a batch of them."""
+    items = list(images) if is_batch(images) else [images]
+    if not items:
+        raise ValueError("no images given: pass a path, a PIL image, an array, or a list of them")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(to_rgb(item))
+        except (TypeError, ValueError) as exc:
+            if len(items) == 1:
+                raise
+            raise type(exc)(f"image {i}: {exc}") from exc
+    return out
+
+
+def to_rgb(image):
+    """One image as an (H, W, 3) array: uint8 for 8-bit sources, float32 in [0, 1] for floats."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if _is_pil_image(image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, (list, tuple)):
+        raise TypeError("nested lists are not images: pass a NumPy array, a path or a PIL image")
+    if isinstance(image, (bytes, bytearray)):
+        raise TypeError("got raw bytes: save them to a file and pass its path, or decode them "
+                        "with PIL.Image.open(io.BytesIO(data))")
+    if not hasattr(image, "__array__") and not isinstance(image, np.ndarray):
+        raise TypeError(f"cannot read an image from a {type(image).__name__}: pass a file path, "
+                        "a PIL image, or an (H, W, 3) array")
+    return _array_to_rgb(np.asarray(image))
+
+
+def read_image(path):
+    """Decode an image file with Pillow into an (H, W, 3) uint8 array."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image: pass the image files in it "
+                                "(the command line `npvit predict` takes folders)")
+    Image = import_pillow()
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Image.UnidentifiedImageError as exc:
+        raise ValueError(f"{path} is not an image file Pillow can read "
+                         "(expected JPEG, PNG, BMP, GIF, TIFF, WebP, ...)") from exc
+    except OSError as exc:  # truncated or corrupt data
+        raise ValueError(f"{path}: could not decode the image ({exc})") from exc
+
+
+def _is_pil_image(obj):
+    # Checked by duck type first so that no PIL import is needed for arrays.
+    if not (hasattr(obj, "convert") and hasattr(obj, "mode") and hasattr(obj, "size")):
+        return False
+    try:
+        from PIL import Image
+    except ImportError:
+        return False
+    return isinstance(obj, Image.Image)
+
+
+def _array_to_rgb(a):
+    if a.dtype == np.bool_ or a.dtype.kind not in "uif":
+        raise TypeError(f"expected pixel values (uint8, or floats in [0, 1]), got dtype {a.dtype}")
+    if a.ndim == 2:
+        a = a[:, :, None]                                                    # (H, W, 1)
+    if a.ndim != 3:
+        raise ValueError(f"expected an image of shape (H, W, 3), (H, W, 4) or (H, W), got shape "
+                         f"{a.shape}")
+    H, W, C = a.shape
+    if C not in (1, 3, 4):
+        hint = (" (channels first? use x.transpose(1, 2, 0))" if H in (1, 3, 4) else "")
+        raise ValueError(f"expected 1, 3 or 4 channels last, got shape {a.shape}{hint}")
+    if H == 0 or W == 0:
+        raise ValueError(f"empty image of shape {a.shape}")
+    if C == 1:
+        a = np.repeat(a, 3, axis=2)                                          # grey -> (H, W, 3)
+    elif C == 4:
+        a = a[:, :, :3]                                                      # drop alpha
+    if a.dtype.kind == "f":
+        return _check_float(a)
+    if a.dtype != np.uint8:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"integer pixels must be in 0..255, got values in {lo}..{hi} "
+                             f"(dtype {a.dtype}); rescale them to 0..255 or to floats in [0, 1]")
+        a = a.astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+def _check_float(a):
+    if not np.isfinite(a).all():
+        raise ValueError("image holds NaN or inf values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = (" (0..255 values? pass x.astype(np.uint8), or x / 255)" if hi <= 255.0 and lo >= 0
+                else " (already normalised? pass raw pixels; predict normalises them itself)")
+        raise ValueError(f"float images must hold values in [0, 1], got {lo:.4g}..{hi:.4g}{hint}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def list_image_files(folder):
+    """The image files under ``folder``, recursively, sorted by path (by suffix, case-insensitive)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
