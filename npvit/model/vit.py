@@ -132,6 +132,11 @@ class VisionTransformer:
         from ..formats.native import save
         return save(self, path)
 
+    def predict(self, images, topk=5, labels=None, batch_size=32, preprocess=None):
+        """Top-k (label, probability) pairs for image files, PIL images or arrays (npvit.predict)."""
+        from ..predict import predict
+        return predict(self, images, topk=topk, labels=labels, batch_size=batch_size, preprocess=preprocess)
+
     def num_params(self):
         return int(sum(int(np.prod(a.shape)) for a in self.params.values()))
 

@@ -52,7 +52,7 @@ def to_rgb_list(images):
         except (TypeError, ValueError) as exc:
             if len(items) == 1:
                 raise
-            raise type(exc)(f"image {i}: {exc}") from exc
+            raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"image {i}: {exc}") from exc
     return out
 
 
