@@ -5,7 +5,7 @@ call an image, ``resize`` is Pillow's resampling in NumPy, ``transform`` chains 
 """
 from .config import PRESETS, PreprocessConfig, preset
 from .images import to_rgb, to_rgb_list
-from .resize import resize
 from .transform import preprocess
 
-__all__ = ["PreprocessConfig", "PRESETS", "preset", "preprocess", "resize", "to_rgb", "to_rgb_list"]
+# (the resize function stays in npvit.preprocess.resize: exporting it here would hide the module)
+__all__ = ["PreprocessConfig", "PRESETS", "preset", "preprocess", "to_rgb", "to_rgb_list"]

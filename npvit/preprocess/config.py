@@ -57,11 +57,19 @@ class PreprocessConfig:
 
 
 def preset(name, input_size=(224, 224)):
-    """The recipe of a framework, at ``input_size`` (an int for a square, or (height, width))."""
+    """The recipe of a framework, at ``input_size`` (an int for a square, or (height, width)).
+
+    Above 224 pixels the frameworks' checkpoints crop nothing: every timm ViT and DeiT
+    pretrained config at 384 has crop_pct 1.0, and torchvision's SWAG weights (384, 518) resize
+    straight to the crop size with bicubic.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preprocessing preset {name!r}; known: {', '.join(PRESETS)}")
     size = (int(input_size),) * 2 if isinstance(input_size, int) else tuple(int(v) for v in input_size)
-    return PRESETS[name].replace(input_size=size)
+    cfg = PRESETS[name].replace(input_size=size)
+    if max(size) > 224 and name in LARGE_INPUT:
+        cfg = cfg.replace(**LARGE_INPUT[name])
+    return cfg
 
 
 PRESETS = {
@@ -80,4 +88,11 @@ PRESETS = {
                                     std=IMAGENET_STD),
     # The seed's predict.py: Resize(256), CenterCrop(224), mean = std = 0.5.
     "seed": PreprocessConfig(interpolation="bilinear", crop_pct=0.875),
+}
+
+# Changes to a preset when the input is larger than 224 pixels (see ``preset``).
+LARGE_INPUT = {
+    "timm": dict(crop_pct=1.0),
+    "deit": dict(crop_pct=1.0),
+    "torchvision": dict(crop_pct=1.0, interpolation="bicubic"),
 }
