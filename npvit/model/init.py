@@ -21,22 +21,21 @@ def trunc_normal(rng, shape, std, lo=-2.0, hi=2.0):
 
 
 def init_params(shapes, seed):
-    """Return {name: float64 host array} for the parameter ``shapes`` ({name: shape})."""
+    """Yield (name, float64 host array) for the parameter ``shapes`` ({name: shape}), one at a
+    time so a caller can convert each before the next is drawn (peak memory: one float64 array)."""
     rng = np.random.default_rng(seed)
-    params = {}
     for name, shape in shapes.items():
         if name in ("cls_token", "dist_token", "pos_embed"):
-            params[name] = trunc_normal(rng, shape, 0.02)
+            yield name, trunc_normal(rng, shape, 0.02)
         elif name == "patch_embed.proj.weight":
             fan_out = shape[0] * shape[2] * shape[3]
-            params[name] = rng.normal(0.0, math.sqrt(2.0 / fan_out), size=shape)
+            yield name, rng.normal(0.0, math.sqrt(2.0 / fan_out), size=shape)
         elif _is_norm(name):
-            params[name] = np.ones(shape) if name.endswith(".weight") else np.zeros(shape)
+            yield name, np.ones(shape) if name.endswith(".weight") else np.zeros(shape)
         elif name.endswith(".weight"):
-            params[name] = trunc_normal(rng, shape, 0.01)
+            yield name, trunc_normal(rng, shape, 0.01)
         else:  # every remaining parameter is a bias
-            params[name] = np.zeros(shape)
-    return params
+            yield name, np.zeros(shape)
 
 
 def _is_norm(name):

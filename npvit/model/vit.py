@@ -80,7 +80,7 @@ class VisionTransformer:
         self.preprocess = None  # set by loaders and variants (see npvit.preprocess)
         shapes = parameter_shapes(self.config)
         self.params = {n: self.backend.from_numpy(a, dtype=self.dtype)
-                       for n, a in init_params(shapes, seed).items()}
+                       for n, a in init_params(shapes, seed)}
         self._dropout_rng = self.backend.rng(seed)
         self._caches = None
 
