@@ -90,6 +90,12 @@ def _apply_hub_config(ckpt, cfg, source):
         raise CheckpointError(f"{source}: timm no_embed_class=True (position embedding without the "
                               "class slot) is not implemented for timm files; big_vision .npz files are")
     names = cfg.get("label_names")
+    if isinstance(names, dict):  # {index: name} when the indices have gaps
+        try:
+            items = sorted((int(k), v) for k, v in names.items())
+            names = [v for _, v in items] if [i for i, _ in items] == list(range(len(items))) else None
+        except (TypeError, ValueError):
+            names = None
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         ckpt.defaults["label_names"] = tuple(names)
     pc = cfg.get("pretrained_cfg") or {}
