@@ -81,8 +81,16 @@ def erf_float32(x, out=None):
 
 
 class NumpyBackend(Backend):
+    """NumPy, plus a thread pool and OpenBLAS thread control for the fast inference path."""
+
     name = "numpy"
     xp = numpy
+
+    def __init__(self):
+        from .parallel import OpenBlasThreads, RowPool
+
+        self.pool = RowPool()
+        self.blas = OpenBlasThreads()
 
     def to_numpy(self, x):
         return numpy.asarray(x)

@@ -83,6 +83,9 @@ class VisionTransformer:
                        for n, a in init_params(shapes, seed)}
         self._dropout_rng = self.backend.rng(seed)
         self._caches = None
+        # Eval forwards on NumPy take the fused, multi-threaded path in inference.py; set False to run
+        # the op-by-op reference path (the two agree to float rounding: tests/test_inference.py).
+        self.fast_inference = True
 
     # --- parameters ----------------------------------------------------------------------
     def state_dict(self):
@@ -168,14 +171,27 @@ class VisionTransformer:
         x = self._check_input(x)
         rng = self._resolve_rng(rng) if train else None
         caches = {} if grad else None
-        feats = self._forward_features(x, rng, caches)
+        if self._use_fast_path(train, grad):
+            from .inference import InferenceEngine
+
+            feats = InferenceEngine(self).features(x)
+        else:
+            feats = self._forward_features(x, rng, caches)
         out = self._forward_head(feats, train, caches)
         self._caches = caches
         return out
 
     def forward_features(self, x):
         """Final-norm token features (B, N, D) in eval mode (no head, no pooling)."""
-        return self._forward_features(self._check_input(x), None, None)
+        x = self._check_input(x)
+        if self._use_fast_path(False, False):
+            from .inference import InferenceEngine
+
+            return InferenceEngine(self).features(x)
+        return self._forward_features(x, None, None)
+
+    def _use_fast_path(self, train, grad):
+        return self.fast_inference and not train and not grad and self.backend.name == "numpy"
 
     def _forward_features(self, x, rng, caches):
         cfg, p, xp = self.config, self.params, self.backend.xp

@@ -1,0 +1,104 @@
+"""Using every core from NumPy: a row-splitting thread pool and control of OpenBLAS's own threads.
+
+NumPy's ufuncs run on one core, but they release the GIL, so splitting an array's rows between a few
+Python threads runs them on all cores.  Small GEMMs (attention's per-head products) gain nothing from
+OpenBLAS's threads; running them from the pool with OpenBLAS set to one thread uses the cores instead.
+Large GEMMs (the linear layers) are left to OpenBLAS's own threads, which already reach ~95% of peak.
+
+The thread count is ``NPVIT_NUM_THREADS`` if set, else the CPUs this process may use.
+"""
+import contextlib
+import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+
+def default_num_threads():
+    env = os.environ.get("NPVIT_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class RowPool:
+    """Runs ``fn(lo, hi)`` over contiguous slices of ``range(n)`` on a few threads."""
+
+    def __init__(self, num_threads=None):
+        self.num_threads = num_threads or default_num_threads()
+        self._executor = None
+        self._lock = threading.Lock()
+
+    def _pool(self):
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="npvit")
+            return self._executor
+
+    def split(self, n, min_rows=1):
+        """At most ``num_threads`` contiguous (lo, hi) slices, each of at least ``min_rows`` rows."""
+        parts = max(1, min(self.num_threads, n // max(1, min_rows)))
+        bounds = [n * i // parts for i in range(parts + 1)]
+        return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
+
+    def run(self, fn, n, min_rows=1):
+        """Call ``fn(lo, hi)`` for each slice; slices run in parallel when there are several."""
+        slices = self.split(n, min_rows)
+        if len(slices) == 1:
+            return [fn(*slices[0])]
+        futures = [self._pool().submit(fn, lo, hi) for lo, hi in slices]
+        return [f.result() for f in futures]  # re-raises a worker's exception here
+
+
+class OpenBlasThreads:
+    """Set OpenBLAS's thread count at run time (what threadpoolctl does), when NumPy uses OpenBLAS.
+
+    With any other BLAS this does nothing: ``available`` is False and ``limit`` is a no-op.
+    """
+
+    _SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+                ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+                ("openblas_set_num_threads", "openblas_get_num_threads"))
+
+    def __init__(self):
+        self._set = self._get = None
+        self._lock = threading.Lock()
+        try:
+            import numpy  # noqa: F401  (loads its BLAS so the library appears in the maps)
+
+            with open("/proc/self/maps") as maps:
+                paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+        except OSError:
+            paths = []
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for set_name, get_name in self._SYMBOLS:
+                if hasattr(lib, set_name) and hasattr(lib, get_name):
+                    self._set, self._get = getattr(lib, set_name), getattr(lib, get_name)
+                    self._set.argtypes, self._get.restype = [ctypes.c_int], ctypes.c_int
+                    return
+
+    @property
+    def available(self):
+        return self._set is not None
+
+    @contextlib.contextmanager
+    def limit(self, n):
+        """Within the block OpenBLAS uses at most ``n`` threads (restored afterwards)."""
+        if not self.available:
+            yield
+            return
+        with self._lock:
+            before = self._get()
+            self._set(min(n, before))
+            try:
+                yield
+            finally:
+                self._set(before)

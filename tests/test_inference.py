@@ -1,0 +1,93 @@
+"""The fast NumPy inference path (npvit/model/inference.py) against the op-by-op reference path."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import npvit
+from conftest import randomize_params
+from npvit.backends.parallel import OpenBlasThreads, RowPool
+from npvit.model.inference import bias_gelu_rows, layernorm_rows
+
+
+@st.composite
+def configs(draw):
+    heads = draw(st.integers(1, 4))
+    distilled = draw(st.booleans())
+    return dict(img_size=draw(st.sampled_from([8, 12, (8, 16)])), patch_size=4, embed_dim=heads * draw(st.integers(2, 8)),
+                depth=draw(st.integers(1, 2)), num_heads=heads, num_classes=draw(st.integers(1, 4)),
+                mlp_ratio=draw(st.sampled_from([2.0, 4.0, 40.0])),  # 40: hidden > one row block
+                qkv_bias=draw(st.booleans()), distilled=distilled,
+                classifier="token" if distilled else draw(st.sampled_from(["token", "gap"])),
+                representation_size=None if distilled else draw(st.sampled_from([None, 3])),
+                gelu=draw(st.sampled_from(["exact", "tanh"])), qk_scale=draw(st.sampled_from([None, 0.3])))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cfg=configs(), batch=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
+    """float64: the same math to rounding (1e-12 relative); float32: within float32 rounding of a few
+    layers (2e-6 relative), the fused GELU's erfc being the same A&S formula as the float32 erf."""
+    if backend.name != "numpy":
+        pytest.skip("the fast path is the NumPy backend's")
+    model = npvit.VisionTransformer(npvit.ViTConfig(**cfg), dtype=dtype, backend=backend, seed=seed)
+    randomize_params(model, seed, scale=0.3)
+    H, W = model.config.img_size
+    x = np.random.default_rng(seed).standard_normal((batch, 3, H, W))
+    fast = model.forward(x)
+    model.fast_inference = False
+    ref = model.forward(x)
+    tol = 1e-12 if dtype == "float64" else 2e-6
+    assert np.abs(fast - ref).max() <= tol * np.abs(ref).max()
+    model.fast_inference = True
+    np.testing.assert_allclose(model.forward_features(x), model._forward_features(model._check_input(x), None, None),
+                               rtol=tol * 10, atol=tol * 10)
+
+
+def test_fused_gelu_and_layernorm_kernels_against_their_plain_twins():
+    from npvit.backends import get_backend
+    from npvit.ops.activations import gelu_forward
+    from npvit.ops.layernorm import layernorm_forward
+
+    be, rng = get_backend("numpy"), np.random.default_rng(0)
+    for dtype, tol in ((np.float32, 1e-6), (np.float64, 1e-14)):
+        for kind in ("exact", "tanh"):
+            x = (4 * rng.standard_normal((20, 50))).astype(dtype)
+            bias = rng.standard_normal(50).astype(dtype)
+            got = x.copy()
+            bias_gelu_rows(got, bias, kind, [np.empty((20, 50), dtype) for _ in range(3)])
+            want = gelu_forward(x + bias, kind, be)[0]
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        x = rng.standard_normal((7, 33)).astype(dtype)
+        w, b = rng.standard_normal(33).astype(dtype), rng.standard_normal(33).astype(dtype)
+        out = np.empty_like(x)
+        layernorm_rows(x, w, b, 1e-6, out)
+        np.testing.assert_allclose(out, layernorm_forward(x, w, b, 1e-6, np)[0], rtol=tol * 10, atol=tol * 10)
+
+
+def test_row_pool_covers_every_row_once_and_reraises():
+    pool = RowPool(3)
+    seen = np.zeros(100, int)
+
+    def mark(lo, hi):
+        seen[lo:hi] += 1
+    pool.run(mark, 100, min_rows=7)
+    assert (seen == 1).all()
+    assert pool.split(5, min_rows=10) == [(0, 5)]
+    assert len(pool.split(100, min_rows=1)) == 3
+
+    def boom(lo, hi):
+        raise ValueError(f"rows {lo}:{hi}")
+    with pytest.raises(ValueError, match="rows"):
+        pool.run(boom, 10)
+
+
+def test_openblas_thread_limit_is_restored():
+    blas = OpenBlasThreads()
+    if not blas.available:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    before = blas._get()
+    with blas.limit(1):
+        assert blas._get() == 1
+    assert blas._get() == before
