@@ -13,9 +13,10 @@ On uint8 images the weights are quantised to 22-bit fixed point, k = trunc(w * 2
 each pass ends in ``clip(floor((2^21 + sum_i k_ji p_i) / 2^22), 0, 255)``: the image is rounded to
 uint8 between the passes, so their order matters: Pillow 13 runs the vertical pass first when
 the height loses more than twice as many pixels as the width, else the horizontal one (older
-Pillow always went horizontal first; the two orders differ by about 1 level on a few pixels).
+Pillow always went horizontal first; on photos the orders differ by a level on a few pixels).
 Here those integer sums run as float64 matrix products, which are exact
-(every term and partial sum is an integer below 2^53), so the result equals Pillow's bit for bit.
+(every term and partial sum is an integer below 2^53, so the order of the sums does not matter),
+and the result equals Pillow's bit for bit.
 Float images follow Pillow's mode "F": the same weights unquantised, float32 after each pass.
 
 ``antialias=False`` keeps fs = 1 when shrinking: bilinear then samples the two nearest pixels at
