@@ -97,6 +97,7 @@ def test_answer_shapes_follow_hf_pipeline(tiny):
     one = tiny.predict(PHOTOS[0], topk=3)
     assert isinstance(one, list) and len(one) == 3
     assert all(isinstance(label, str) and isinstance(p, float) for label, p in one)
+    assert predict(tiny, PHOTOS[0], topk=3) == one            # the method is npvit.predict.predict
     many = tiny.predict(PHOTOS, topk=3)
     assert len(many) == 2 and same_answer(many[0], one)
     listed = tiny.predict([PHOTOS[0]], topk=3)                 # a list of one is still a list

@@ -273,8 +273,9 @@ def test_every_input_kind_gives_the_same_pixels(photos, tmp_path):
     a = np.asarray(im)
     ref = to_rgb(DATA / "coffee.png")
     assert ref.dtype == np.uint8 and ref.shape == (400, 600, 3)
+    rgba = np.dstack([a, np.full(a.shape[:2], 7, np.uint8)])
     for kind, value in [("str", str(DATA / "coffee.png")), ("PIL", im), ("array", a),
-                        ("int64 array", a.astype(np.int64)), ("RGBA array", np.dstack([a, np.full(a.shape[:2], 7, np.uint8)])),
+                        ("int64 array", a.astype(np.int64)), ("RGBA array", rgba),
                         ("RGBA PIL", im.convert("RGBA"))]:
         np.testing.assert_array_equal(to_rgb(value), ref, err_msg=kind)
 
