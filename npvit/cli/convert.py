@@ -6,13 +6,23 @@
 
 ``--to`` defaults to npvit for .npz targets and timm for .safetensors/.pth/.pt/.bin.
 """
+import argparse
 import os
 import warnings
 
+EXAMPLES = """examples:
+  npvit convert ViT-B_16.npz b16.npz                       # official npz -> npvit's own file
+  npvit convert hf_folder/ vit.safetensors --to timm       # -> timm state dict (NumPy writer)
+  npvit convert vit.pth vit.npz --num-heads 4 --img-size 384
+"""
+
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("convert", help="convert a checkpoint to npvit's .npz or a timm state dict",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "convert", help="convert a checkpoint to npvit's .npz or a timm state dict",
+        description="Convert any checkpoint npvit reads (format detected from the content) to "
+                    "npvit's .npz or to a timm-layout state dict (.safetensors, or .pth with torch).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="checkpoint file or model folder (format detected from its content)")
     p.add_argument("dst", help="output file (.npz for npvit; .safetensors or .pth for timm)")
     p.add_argument("--to", choices=("npvit", "timm"), default=None,

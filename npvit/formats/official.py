@@ -63,7 +63,7 @@ def read_flax(arrays, source):
     state = {}
     kernel = a.take("embedding/kernel", ndim=4)                      # (ph, pw, C, D)
     D = kernel.shape[3]
-    state["patch_embed.proj.weight"] = kernel.transpose(3, 2, 0, 1)  # (D, C, ph, pw)
+    state["patch_embed.proj.weight"] = _c(kernel.transpose(3, 2, 0, 1))  # (D, C, ph, pw)
     state["patch_embed.proj.bias"] = a.take("embedding/bias", shape=(D,))
     has_cls = a.has("cls")
     if has_cls:
@@ -102,23 +102,23 @@ def read_flax(arrays, source):
             [_block(a, stacked, i, f"{mha}/{n}/bias", 2, (heads, D // heads)).reshape(D)
              for n in ("query", "key", "value")])
         out = _block(a, stacked, i, f"{mha}/out/kernel", 3, (heads, D // heads, D))
-        state[b + "attn.proj.weight"] = out.reshape(D, D).T              # (D_out, H*hd)
+        state[b + "attn.proj.weight"] = _c(out.reshape(D, D).T)          # (D_out, H*hd)
         state[b + "attn.proj.bias"] = _block(a, stacked, i, f"{mha}/out/bias", 1, (D,))
         state[b + "norm2.weight"] = _block(a, stacked, i, f"{ln2}/scale", 1, (D,))
         state[b + "norm2.bias"] = _block(a, stacked, i, f"{ln2}/bias", 1, (D,))
         fc1 = _block(a, stacked, i, f"{mlp}/Dense_0/kernel", 2)
         hidden = fc1.shape[1]
-        state[b + "mlp.fc1.weight"] = _block(a, stacked, i, f"{mlp}/Dense_0/kernel", 2, (D, hidden)).T
+        state[b + "mlp.fc1.weight"] = _c(_block(a, stacked, i, f"{mlp}/Dense_0/kernel", 2, (D, hidden)).T)
         state[b + "mlp.fc1.bias"] = _block(a, stacked, i, f"{mlp}/Dense_0/bias", 1, (hidden,))
-        state[b + "mlp.fc2.weight"] = _block(a, stacked, i, f"{mlp}/Dense_1/kernel", 2, (hidden, D)).T
+        state[b + "mlp.fc2.weight"] = _c(_block(a, stacked, i, f"{mlp}/Dense_1/kernel", 2, (hidden, D)).T)
         state[b + "mlp.fc2.bias"] = _block(a, stacked, i, f"{mlp}/Dense_1/bias", 1, (D,))
     state["norm.weight"] = a.take("Transformer/encoder_norm/scale", shape=(D,))
     state["norm.bias"] = a.take("Transformer/encoder_norm/bias", shape=(D,))
     if a.has("pre_logits/kernel"):
-        state["pre_logits.fc.weight"] = a.take("pre_logits/kernel", ndim=2).T
+        state["pre_logits.fc.weight"] = _c(a.take("pre_logits/kernel", ndim=2).T)
         state["pre_logits.fc.bias"] = a.take("pre_logits/bias", ndim=1)
     if a.has("head/kernel"):
-        state["head.weight"] = a.take("head/kernel", ndim=2).T
+        state["head.weight"] = _c(a.take("head/kernel", ndim=2).T)
         state["head.bias"] = a.take("head/bias", ndim=1)
     a.refuse_unused(f"a {origin} ViT checkpoint")
 
@@ -130,6 +130,12 @@ def read_flax(arrays, source):
     return Checkpoint(state=state, origin=origin, known={"num_heads": heads},
                       defaults={"gelu": "tanh", "norm_eps": 1e-6},
                       preprocess_preset="official", resample="linear_corners", notes=notes)
+
+
+def _c(view):
+    """(in, out) kernels become (out, in) here, once: NumPy's contiguous copy of a transposed view
+    is faster than the strided copy the model would otherwise make of it."""
+    return np.ascontiguousarray(view)
 
 
 def _block(a, stacked, i, key, ndim, shape=None):
