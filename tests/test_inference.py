@@ -63,7 +63,7 @@ def test_fused_gelu_and_layernorm_kernels_against_their_plain_twins():
         w, b = rng.standard_normal(33).astype(dtype), rng.standard_normal(33).astype(dtype)
         out = np.empty_like(x)
         layernorm_rows(x, w, b, 1e-6, out)
-        np.testing.assert_allclose(out, layernorm_forward(x, w, b, 1e-6, np)[0], rtol=tol * 10, atol=tol * 10)
+        np.testing.assert_allclose(out, layernorm_forward(x, w, b, 1e-6, be)[0], rtol=tol * 10, atol=tol * 10)
 
 
 def test_row_pool_covers_every_row_once_and_reraises():

@@ -66,14 +66,14 @@ def test_layernorm(h, rows, d, eps, seed):
     rng = np.random.default_rng(seed)
     x = 3.0 * rng.standard_normal((rows, d)) + rng.standard_normal()
     w, b = 1.0 + 0.5 * rng.standard_normal(d), rng.standard_normal(d)
-    y, cache = layernorm_forward(h.dev(x), h.dev(w), h.dev(b), eps, h.xp)
+    y, cache = layernorm_forward(h.dev(x), h.dev(w), h.dev(b), eps, h.be)
     # Invariant: before the affine, each row has mean 0 and variance 1 (up to eps).
     xhat = (h.host(y) - b) / w
     np.testing.assert_allclose(xhat.mean(-1), 0.0, atol=1e-12)
     np.testing.assert_allclose(xhat.var(-1), 1.0 / (1.0 + eps / x.var(-1)), rtol=1e-9)
     dy = rng.standard_normal(x.shape)
     grads = [h.host(g) for g in layernorm_backward(h.dev(dy), cache)]
-    f = lambda *a: h.host(layernorm_forward(*(h.dev(t) for t in a), eps, h.xp)[0])
+    f = lambda *a: h.host(layernorm_forward(*(h.dev(t) for t in a), eps, h.be)[0])
     directional_check(f, [x, w, b], grads, dy, seed=seed)
 
 
@@ -108,10 +108,10 @@ def test_gelu_exact_matches_math_erf(h):
 def test_tanh(h, shape, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
-    y, cache = tanh_forward(h.dev(x), h.xp)
+    y, cache = tanh_forward(h.dev(x), h.be)
     dy = rng.standard_normal(x.shape)
     dx = h.host(tanh_backward(h.dev(dy), cache))
-    directional_check(lambda a: h.host(tanh_forward(h.dev(a), h.xp)[0]), [x], [dx], dy, seed=seed)
+    directional_check(lambda a: h.host(tanh_forward(h.dev(a), h.be)[0]), [x], [dx], dy, seed=seed)
 
 
 @SETTINGS
@@ -119,17 +119,17 @@ def test_tanh(h, shape, seed):
 def test_softmax(h, shape, seed):
     rng = np.random.default_rng(seed)
     s = 3.0 * rng.standard_normal(shape)
-    p = softmax_forward(h.dev(s), h.xp)
+    p = softmax_forward(h.dev(s), h.be)
     np.testing.assert_allclose(h.host(p).sum(-1), 1.0, rtol=1e-13)
     dy = rng.standard_normal(s.shape)
     ds = h.host(softmax_backward(h.dev(dy), p))
-    directional_check(lambda a: h.host(softmax_forward(h.dev(a), h.xp)), [s], [ds], dy, seed=seed)
+    directional_check(lambda a: h.host(softmax_forward(h.dev(a), h.be)), [s], [ds], dy, seed=seed)
 
 
 def test_softmax_is_stable_at_extreme_logits(h):
     s = np.array([[1000.0, -1000.0, 999.0], [-1000.0, -1000.0, -1000.0]])
     for dtype in (np.float32, np.float64):
-        p = h.host(softmax_forward(h.be.from_numpy(s.astype(dtype)), h.xp))
+        p = h.host(softmax_forward(h.be.from_numpy(s.astype(dtype)), h.be))
         assert np.isfinite(p).all()
         np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
         np.testing.assert_allclose(p[1], 1.0 / 3.0, rtol=1e-6)
@@ -146,7 +146,7 @@ def test_attention(h, B, N, heads, dh, scale, drop, seed):
     mask = None
     if drop:
         mask = h.dev((rng.random((B, heads, N, N)) >= drop) / (1 - drop))
-    run = lambda a: attention_forward(h.dev(a), heads, scale, h.xp, drop, None, drop_mask=mask)
+    run = lambda a: attention_forward(h.dev(a), heads, scale, h.be, drop, None, drop_mask=mask)
     out, cache = run(qkv)
     dy = rng.standard_normal(h.host(out).shape)
     dqkv = h.host(attention_backward(h.dev(dy), cache))
@@ -160,25 +160,25 @@ def test_dropout_and_drop_path(h, shape, p, per_sample, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
     fwd = drop_path_forward if per_sample else dropout_forward
-    y, cache = fwd(h.dev(x), p, h.be.rng(seed), h.xp)
+    y, cache = fwd(h.dev(x), p, h.be.rng(seed), h.be)
     mask = h.host(cache.mask)
     # Kept entries are scaled by 1/(1-p), dropped ones are zero; drop path is one value per sample.
     assert set(np.unique(mask).round(12)) <= {0.0, round(1 / (1 - p), 12)}
     if per_sample:
         assert mask.shape == (shape[0],) + (1,) * (len(shape) - 1)
     # Same seed, same mask: reproducible.
-    y2, _ = fwd(h.dev(x), p, h.be.rng(seed), h.xp)
+    y2, _ = fwd(h.dev(x), p, h.be.rng(seed), h.be)
     np.testing.assert_array_equal(h.host(y), h.host(y2))
     dy = rng.standard_normal(x.shape)
     dx = h.host(dropout_backward(h.dev(dy), cache))
-    replay = lambda a: h.host(fwd(h.dev(a), p, None, h.xp, mask=cache.mask)[0])
+    replay = lambda a: h.host(fwd(h.dev(a), p, None, h.be, mask=cache.mask)[0])
     directional_check(replay, [x], [dx], dy, seed=seed)
 
 
 def test_dropout_is_identity_without_rng_or_probability(h):
     x = h.dev(np.arange(6.0).reshape(2, 3))
-    assert dropout_forward(x, 0.5, None, h.xp)[0] is x
-    assert dropout_forward(x, 0.0, h.be.rng(0), h.xp)[0] is x
+    assert dropout_forward(x, 0.5, None, h.be)[0] is x
+    assert dropout_forward(x, 0.0, h.be.rng(0), h.be)[0] is x
 
 
 @SETTINGS
@@ -211,7 +211,7 @@ def test_tokens(h, B, L, D, cls, dist, seed):
     x, pos = rng.standard_normal((B, L, D)), rng.standard_normal((1, L + n_prefix, D))
     c = rng.standard_normal((1, 1, D)) if cls else None
     d = rng.standard_normal((1, 1, D)) if dist else None
-    y, cache = tokens_forward(h.dev(x), h.dev(c), h.dev(d), h.dev(pos), h.xp)
+    y, cache = tokens_forward(h.dev(x), h.dev(c), h.dev(d), h.dev(pos), h.be)
     dy = rng.standard_normal(h.host(y).shape)
     dx, dc, dd, dpos = (h.host(g) for g in tokens_backward(h.dev(dy), cache))
     inputs, grads = [x, pos], [dx, dpos]
@@ -224,7 +224,7 @@ def test_tokens(h, B, L, D, cls, dist, seed):
         it = iter(prefix)
         c_ = next(it) if cls else None
         d_ = next(it) if dist else None
-        return h.host(tokens_forward(h.dev(x_), h.dev(c_), h.dev(d_), h.dev(pos_), h.xp)[0])
+        return h.host(tokens_forward(h.dev(x_), h.dev(c_), h.dev(d_), h.dev(pos_), h.be)[0])
 
     directional_check(f, inputs, grads, dy, seed=seed)
 
@@ -249,13 +249,13 @@ def test_gradcheck_rejects_a_wrong_backward(h):
     mean-of-(dxhat*xhat) term dropped), and when the step is so coarse that truncation dominates."""
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((3, 5)), rng.standard_normal(5), rng.standard_normal(5)
-    y, cache = layernorm_forward(h.dev(x), h.dev(w), h.dev(b), 1e-6, h.xp)
+    y, cache = layernorm_forward(h.dev(x), h.dev(w), h.dev(b), 1e-6, h.be)
     dy = rng.standard_normal(x.shape)
     dxhat = dy * w
     xhat = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
     wrong_dx = (dxhat - dxhat.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
     _, dw, db = (h.host(g) for g in layernorm_backward(h.dev(dy), cache))
-    f = lambda *a: h.host(layernorm_forward(*(h.dev(t) for t in a), 1e-6, h.xp)[0])
+    f = lambda *a: h.host(layernorm_forward(*(h.dev(t) for t in a), 1e-6, h.be)[0])
     with pytest.raises(AssertionError, match="gradient check failed"):
         directional_check(f, [x, w, b], [wrong_dx, dw, db], dy)
     assert np.abs(xhat).max() > 0  # keeps the wrong term non-trivial

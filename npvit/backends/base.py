@@ -48,6 +48,18 @@ class Backend:
     def erf(self, x):
         raise NotImplementedError
 
+    # --- execution extras --------------------------------------------------------------
+    def rowwise(self, fn, *arrays, block=None, small_gemms=False):
+        """Apply ``fn`` to slices of ``arrays`` along their shared first axis; return its results.
+
+        Ops put their row-independent math in ``fn`` and let the backend choose how to run it.
+        This plain version calls ``fn(*arrays)`` once (a GPU runs the whole array at once).  The NumPy
+        backend splits the rows across its threads, in blocks of ``block`` rows that stay in cache.
+        ``small_gemms`` marks work made of many small matrix products (attention), which the NumPy
+        backend runs with single-threaded BLAS in each of its threads.
+        """
+        return [fn(*arrays)]
+
     def __repr__(self):
         return f"<npvit backend {self.name}>"
 

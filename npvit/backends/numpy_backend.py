@@ -95,6 +95,23 @@ class NumpyBackend(Backend):
     def to_numpy(self, x):
         return numpy.asarray(x)
 
+    def rowwise(self, fn, *arrays, block=None, small_gemms=False):
+        n = arrays[0].shape[0]
+        block = block or n
+        results = []
+
+        def worker(lo, hi):
+            for start in range(lo, hi, block):
+                stop = min(start + block, hi)
+                results.append(fn(*(a[start:stop] for a in arrays)))  # list.append is atomic
+
+        if small_gemms:
+            with self.blas.limit(1):
+                self.pool.run(worker, n, min_rows=1)
+        else:
+            self.pool.run(worker, n, min_rows=block)
+        return results
+
     def erf(self, x):
         if x.dtype == numpy.float64:
             return erf_float64(x)

@@ -194,56 +194,56 @@ class VisionTransformer:
         return self.fast_inference and not train and not grad and self.backend.name == "numpy"
 
     def _forward_features(self, x, rng, caches):
-        cfg, p, xp = self.config, self.params, self.backend.xp
+        cfg, p = self.config, self.params
         keep = caches.__setitem__ if caches is not None else (lambda k, v: None)
         h, c = patch_embed_forward(x, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"])
         keep("patch_embed", c)                                               # (B, P, D)
-        h, c = tokens_forward(h, p.get("cls_token"), p.get("dist_token"), p["pos_embed"], xp)
+        h, c = tokens_forward(h, p.get("cls_token"), p.get("dist_token"), p["pos_embed"], self.backend)
         keep("tokens", c)                                                    # (B, N, D)
-        h, c = dropout_forward(h, cfg.drop_ratio, rng, xp)
+        h, c = dropout_forward(h, cfg.drop_ratio, rng, self.backend)
         keep("pos_drop", c)
         for i in range(cfg.depth):
             h = self._block_forward(i, h, rng, keep)
-        h, c = layernorm_forward(h, p["norm.weight"], p["norm.bias"], cfg.norm_eps, xp)
+        h, c = layernorm_forward(h, p["norm.weight"], p["norm.bias"], cfg.norm_eps, self.backend)
         keep("norm", c)
         return h
 
     def _block_forward(self, i, h, rng, keep):
-        cfg, p, xp, b = self.config, self.params, self.backend.xp, f"blocks.{i}."
+        cfg, p, b = self.config, self.params, f"blocks.{i}."
         drop_path = self._drop_path_rate(i)
         # attention branch
-        a, c = layernorm_forward(h, p[b + "norm1.weight"], p[b + "norm1.bias"], cfg.norm_eps, xp)
+        a, c = layernorm_forward(h, p[b + "norm1.weight"], p[b + "norm1.bias"], cfg.norm_eps, self.backend)
         keep(b + "norm1", c)
         a, c = linear_forward(a, p[b + "attn.qkv.weight"], p.get(b + "attn.qkv.bias"))
         keep(b + "attn.qkv", c)                                              # (B, N, 3D)
-        a, c = attention_forward(a, cfg.num_heads, cfg.scale, xp, cfg.attn_drop_ratio, rng)
+        a, c = attention_forward(a, cfg.num_heads, cfg.scale, self.backend, cfg.attn_drop_ratio, rng)
         keep(b + "attn", c)                                                  # (B, N, D)
         a, c = linear_forward(a, p[b + "attn.proj.weight"], p[b + "attn.proj.bias"])
         keep(b + "attn.proj", c)
-        a, c = dropout_forward(a, cfg.drop_ratio, rng, xp)
+        a, c = dropout_forward(a, cfg.drop_ratio, rng, self.backend)
         keep(b + "attn.proj_drop", c)
-        a, c = drop_path_forward(a, drop_path, rng, xp)
+        a, c = drop_path_forward(a, drop_path, rng, self.backend)
         keep(b + "drop_path1", c)
         h = h + a
         # MLP branch
-        m, c = layernorm_forward(h, p[b + "norm2.weight"], p[b + "norm2.bias"], cfg.norm_eps, xp)
+        m, c = layernorm_forward(h, p[b + "norm2.weight"], p[b + "norm2.bias"], cfg.norm_eps, self.backend)
         keep(b + "norm2", c)
         m, c = linear_forward(m, p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"])
         keep(b + "mlp.fc1", c)                                               # (B, N, hidden)
         m, c = gelu_forward(m, cfg.gelu, self.backend)
         keep(b + "mlp.act", c)
-        m, c = dropout_forward(m, cfg.drop_ratio, rng, xp)
+        m, c = dropout_forward(m, cfg.drop_ratio, rng, self.backend)
         keep(b + "mlp.drop1", c)
         m, c = linear_forward(m, p[b + "mlp.fc2.weight"], p[b + "mlp.fc2.bias"])
         keep(b + "mlp.fc2", c)
-        m, c = dropout_forward(m, cfg.drop_ratio, rng, xp)
+        m, c = dropout_forward(m, cfg.drop_ratio, rng, self.backend)
         keep(b + "mlp.drop2", c)
-        m, c = drop_path_forward(m, drop_path, rng, xp)
+        m, c = drop_path_forward(m, drop_path, rng, self.backend)
         keep(b + "drop_path2", c)
         return h + m
 
     def _forward_head(self, h, train, caches):
-        cfg, p, xp = self.config, self.params, self.backend.xp
+        cfg, p = self.config, self.params
         keep = caches.__setitem__ if caches is not None else (lambda k, v: None)
         if cfg.distilled:
             logits, c = linear_forward(h[:, 0], p["head.weight"], p["head.bias"])
@@ -257,7 +257,7 @@ class VisionTransformer:
         if cfg.representation_size:
             pooled, c = linear_forward(pooled, p["pre_logits.fc.weight"], p["pre_logits.fc.bias"])
             keep("pre_logits.fc", c)
-            pooled, c = tanh_forward(pooled, xp)
+            pooled, c = tanh_forward(pooled, self.backend)
             keep("pre_logits.act", c)
         if not cfg.num_classes:
             return pooled
@@ -277,7 +277,7 @@ class VisionTransformer:
             raise RuntimeError("backward() needs the caches of a forward pass: call "
                                "model.forward(x, grad=True) first (each forward keeps only its own)")
         self._caches = None  # one backward per forward, as in PyTorch without retain_graph
-        cfg, xp = self.config, self.backend.xp
+        cfg = self.config
         grads = {}
         dh = self._backward_head(dlogits, caches, grads)
         # final norm

@@ -22,42 +22,62 @@ class GeluCache(NamedTuple):
     backend: Any
 
 
+# Rows per block when the backend splits the work: 32 x 3072 float32 temporaries stay in L2.
+_BLOCK_ROWS = 32
+
+
 def gelu_forward(x, kind, backend):
-    xp = backend.xp
-    if kind == "exact":
-        y = backend.erf(x * _INV_SQRT2)
-    elif kind == "tanh":
-        y = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * (x * x * x)))  # x*x*x: np.power is slow
-    else:
+    if kind not in GELU_KINDS:
         raise ValueError(f"unknown GELU kind {kind!r}: expected one of {GELU_KINDS}")
-    y += 1.0
-    y *= x
-    y *= 0.5
+    y = backend.xp.empty_like(x)
+    rows = (x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])) if x.ndim > 1 else (x, y)
+    backend.rowwise(lambda xs, ys: _gelu(xs, kind, backend, ys), *rows, block=_BLOCK_ROWS)
     return y, GeluCache(x, kind, backend)
 
 
 def gelu_backward(dy, cache):
     x, kind, backend = cache
+    dx = backend.xp.empty_like(x)
+    flat = (lambda a: a.reshape(-1, a.shape[-1])) if x.ndim > 1 else (lambda a: a)
+    backend.rowwise(lambda xs, dys, dxs: _gelu_grad(xs, dys, kind, backend, dxs),
+                    flat(x), flat(dy), flat(dx), block=_BLOCK_ROWS)
+    return dx
+
+
+def _gelu(x, kind, backend, out):
+    """out = GELU(x) for a block of rows."""
+    xp = backend.xp
+    if kind == "exact":
+        out[...] = backend.erf(x * _INV_SQRT2)
+    else:
+        out[...] = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * (x * x * x)))  # x*x*x: np.power is slow
+    out += 1.0
+    out *= x
+    out *= 0.5
+
+
+def _gelu_grad(x, dy, kind, backend, out):
+    """out = dy * GELU'(x) for a block of rows."""
     xp = backend.xp
     if kind == "exact":
         cdf = backend.erf(x * _INV_SQRT2)
         cdf += 1.0
         cdf *= 0.5                                                  # Phi(x)
         pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI                  # phi(x)
-        dydx = cdf + x * pdf
+        out[...] = cdf + x * pdf
     else:
         x2 = x * x
         t = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x2 * x))
-        dydx = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x2)
-    return dy * dydx
+        out[...] = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x2)
+    out *= dy
 
 
 class TanhCache(NamedTuple):
     y: Any
 
 
-def tanh_forward(x, xp):
-    y = xp.tanh(x)
+def tanh_forward(x, backend):
+    y = backend.xp.tanh(x)
     return y, TanhCache(y)
 
 

@@ -1,21 +1,23 @@
 """Softmax and multi-head scaled dot-product attention on a fused qkv tensor.
 
-    q, k, v = split(qkv)                      each (B, H, N, Dh)
-    P = softmax(q k^T * scale)                (B, H, N, N)
-    out = dropout(P) v                        (B, H, N, Dh) -> (B, N, H*Dh)
+    q, k, v = split(qkv)                      each (B*H, N, Dh)
+    P = softmax(q k^T * scale)                (B*H, N, N)
+    out = dropout(P) v                        (B*H, N, Dh) -> (B, N, H*Dh)
 
-Cache: q, k, v, the probabilities P (not the logits: the softmax backward needs only P) and the
-attention-dropout mask.  The qkv and output projections are ordinary linear layers in the block.
+Cache: q (already scaled), k, v, the probabilities P (not the logits: the softmax backward needs
+only P) and the attention-dropout mask.  The qkv and output projections are ordinary linear layers in
+the block.  Each (image, head) pair is independent, so the work is handed to ``backend.rowwise``
+over the B*H axis as many small matrix products.
 """
 from typing import Any, NamedTuple
 
-from .dropout import dropout_backward, dropout_forward
+from .dropout import dropout_mask
 
 
-def softmax_forward(s, xp):
+def softmax_forward(s, backend):
     """Softmax over the last axis; subtracting the row max keeps exp finite at logits of +-1000."""
     p = s - s.max(axis=-1, keepdims=True)
-    xp.exp(p, out=p)
+    backend.xp.exp(p, out=p)
     p /= p.sum(axis=-1, keepdims=True)
     return p
 
@@ -28,40 +30,60 @@ def softmax_backward(dp, p):
 
 
 class AttentionCache(NamedTuple):
-    q: Any           # (B, H, N, Dh), already multiplied by scale
-    k: Any           # (B, H, N, Dh)
-    v: Any           # (B, H, N, Dh)
-    probs: Any       # (B, H, N, N), before attention dropout
-    drop: Any        # dropout cache for the probabilities (None when no dropout ran)
+    q: Any           # (B*H, N, Dh), already multiplied by scale
+    k: Any           # (B*H, N, Dh)
+    v: Any           # (B*H, N, Dh)
+    probs: Any       # (B*H, N, N), before attention dropout
+    mask: Any        # (B*H, N, N) scaled keep-mask of attention dropout, or None
     scale: float
-    xp: Any
+    batch_heads: tuple  # (B, H)
+    backend: Any
 
 
-def attention_forward(qkv, num_heads, scale, xp, attn_drop=0.0, rng=None, drop_mask=None):
+def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, drop_mask=None):
+    xp = backend.xp
     B, N, three_d = qkv.shape
-    head_dim = three_d // (3 * num_heads)
-    qkv = qkv.reshape(B, N, 3, num_heads, head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, H, N, Dh)
-    q, k, v = qkv[0] * scale, qkv[1], qkv[2]
-    probs = softmax_forward(q @ k.swapaxes(-1, -2), xp)           # (B, H, N, N)
-    dropped, drop = dropout_forward(probs, attn_drop, rng, xp, mask=drop_mask)
-    out = dropped @ v                                              # (B, H, N, Dh)
-    out = out.transpose(0, 2, 1, 3).reshape(B, N, num_heads * head_dim)  # (B, N, D)
-    return out, AttentionCache(q, k, v, probs, drop, scale, xp)
+    H, Dh = num_heads, three_d // (3 * num_heads)
+    qkv = qkv.reshape(B, N, 3, H, Dh).transpose(2, 0, 3, 1, 4)              # (3, B, H, N, Dh)
+    q = (qkv[0] * scale).reshape(B * H, N, Dh)
+    k = xp.ascontiguousarray(qkv[1]).reshape(B * H, N, Dh)
+    v = xp.ascontiguousarray(qkv[2]).reshape(B * H, N, Dh)
+    probs = xp.empty((B * H, N, N), dtype=qkv.dtype)
+    out = xp.empty((B * H, N, Dh), dtype=qkv.dtype)
+    # Masks are drawn here, whole, so they do not depend on how the backend splits the work.
+    mask = drop_mask.reshape(B * H, N, N) if drop_mask is not None else \
+        dropout_mask((B * H, N, N), attn_drop, rng, backend, qkv.dtype)
+
+    def block(q_, k_, v_, probs_, out_, *mask_):
+        probs_[...] = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend)
+        out_[...] = (probs_ * mask_[0] if mask_ else probs_) @ v_
+
+    backend.rowwise(block, q, k, v, probs, out, *(() if mask is None else (mask,)), small_gemms=True)
+    out = out.reshape(B, H, N, Dh).transpose(0, 2, 1, 3).reshape(B, N, H * Dh)  # (B, N, D)
+    return out, AttentionCache(q, k, v, probs, mask, scale, (B, H), backend)
 
 
 def attention_backward(dout, cache):
     """Returns dqkv (B, N, 3D)."""
-    q, k, v, probs, drop, scale, xp = cache
-    B, H, N, Dh = q.shape
-    dout = dout.reshape(B, N, H, Dh).transpose(0, 2, 1, 3)        # (B, H, N, Dh)
-    # out = dropped @ v
-    dropped = probs if drop is None else probs * drop.mask
-    dv = dropped.swapaxes(-1, -2) @ dout
-    ddropped = dout @ v.swapaxes(-1, -2)                           # (B, H, N, N)
-    dprobs = ddropped if drop is None else dropout_backward(ddropped, drop)
-    # probs = softmax(q k^T), q already scaled
-    ds = softmax_backward(dprobs, probs)
-    dq = (ds @ k) * scale
-    dk = ds.swapaxes(-1, -2) @ q
-    dqkv = xp.stack([dq, dk, dv])                                  # (3, B, H, N, Dh)
-    return dqkv.transpose(1, 3, 0, 2, 4).reshape(B, N, 3 * H * Dh)
+    q, k, v, probs, mask, scale, (B, H), backend = cache
+    xp = backend.xp
+    _, N, Dh = q.shape
+    dout = xp.ascontiguousarray(dout.reshape(B, N, H, Dh).transpose(0, 2, 1, 3)).reshape(B * H, N, Dh)
+    dqkv = xp.empty((3, B * H, N, Dh), dtype=dout.dtype)
+
+    def block(q_, k_, v_, probs_, dout_, dq_, dk_, dv_, *mask_):
+        # out = dropped @ v
+        dropped = probs_ * mask_[0] if mask_ else probs_
+        dv_[...] = dropped.swapaxes(-1, -2) @ dout_
+        dprobs = dout_ @ v_.swapaxes(-1, -2)                                   # (b, N, N)
+        if mask_:
+            dprobs *= mask_[0]
+        # probs = softmax(q k^T), q already scaled
+        ds = softmax_backward(dprobs, probs_)
+        dq_[...] = (ds @ k_) * scale
+        dk_[...] = ds.swapaxes(-1, -2) @ q_
+
+    backend.rowwise(block, q, k, v, probs, dout, dqkv[0], dqkv[1], dqkv[2],
+                    *(() if mask is None else (mask,)), small_gemms=True)
+    dqkv = dqkv.reshape(3, B, H, N, Dh).transpose(1, 3, 0, 2, 4)             # (B, N, 3, H, Dh)
+    return dqkv.reshape(B, N, 3 * H * Dh)

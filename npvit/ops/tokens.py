@@ -15,8 +15,8 @@ class TokensCache(NamedTuple):
     has_dist: bool
 
 
-def tokens_forward(x, cls_token, dist_token, pos_embed, xp):
-    B, _, D = x.shape
+def tokens_forward(x, cls_token, dist_token, pos_embed, backend):
+    xp, (B, _, D) = backend.xp, x.shape
     prefix = [t for t in (cls_token, dist_token) if t is not None]
     if prefix:
         x = xp.concatenate([xp.broadcast_to(t, (B, 1, D)) for t in prefix] + [x], axis=1)
