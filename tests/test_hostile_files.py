@@ -190,11 +190,19 @@ def test_code_running_pickle_is_refused_with_torch(tmp_path):
 
 def test_pickles_are_refused_unread_without_torch(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
-    raw = tmp_path / "evil.bin"
-    raw.write_bytes(pickle.dumps({"w": Payload(marker)}, protocol=2))
+    files = [tmp_path / "evil.bin"]
+    files[0].write_bytes(pickle.dumps({"w": Payload(marker)}, protocol=2))
+    try:  # a zip-based torch file too, if torch is here to write one
+        import torch
+
+        torch.save({"w": Payload(marker)}, tmp_path / "evil_zip.pt")
+        files.append(tmp_path / "evil_zip.pt")
+    except ImportError:
+        pass
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    with pytest.raises(CheckpointError, match=r"needs torch's weights-only loader.*pip install torch"):
-        npvit.load(raw)
+    for p in files:
+        with pytest.raises(CheckpointError, match=r"needs torch's weights-only loader.*pip install torch"):
+            npvit.load(p)
     assert not marker.exists()
 
 
