@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from ..preprocess.config import PreprocessConfig
-from .checkpoint import Arrays, Checkpoint, count_blocks
+from .checkpoint import Arrays, Checkpoint, count_blocks, heads_by_width
 from .errors import CheckpointError
 
 _ACT = {"gelu": "exact", "gelu_python": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh",
@@ -97,11 +97,8 @@ def read_hf(arrays, source, config=None, processor=None):
     ckpt.defaults["gelu"] = _ACT[act]
     if "num_attention_heads" in config:
         ckpt.known["num_heads"] = int(config["num_attention_heads"])
-    else:
-        from .checkpoint import heads_by_width
-
-        if heads_by_width(D):
-            ckpt.defaults["num_heads"] = heads_by_width(D)
+    elif heads_by_width(D):
+        ckpt.defaults["num_heads"] = heads_by_width(D)
     if config.get("image_size") is not None:
         s = config["image_size"]
         ckpt.img_size = (int(s), int(s)) if isinstance(s, (int, float)) else tuple(int(v) for v in s)

@@ -72,6 +72,7 @@ def resolve_path(path):
 
 
 def _build(ckpt, overrides, posemb_interpolation, source):
+    """``(config, state, img_size_changed)`` from the file's arrays and facts plus the overrides."""
     fields, patches = infer_structure(ckpt.state, source)
     patch = fields["patch_size"]
     merged = {k: v for k, v in ckpt.defaults.items() if k not in STRUCTURAL and k != "img_size"}

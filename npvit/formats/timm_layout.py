@@ -14,6 +14,7 @@ timm resamples position embeddings bicubically with antialiasing (``resample_abs
 import json
 import re
 
+from ..model.variants import VARIANTS
 from ..preprocess.config import PreprocessConfig
 from .checkpoint import Checkpoint, heads_by_width
 from .errors import CheckpointError
@@ -72,8 +73,6 @@ def _apply_hub_config(ckpt, cfg, source):
     if isinstance(args.get("num_heads"), int):
         ckpt.known["num_heads"] = args["num_heads"]
     else:
-        from ..model.variants import VARIANTS
-
         arch = str(cfg.get("architecture", "")).split(".")[0]
         if arch in VARIANTS and ckpt.state["patch_embed.proj.weight"].shape[0] == VARIANTS[arch]["embed_dim"]:
             ckpt.defaults["num_heads"] = VARIANTS[arch]["num_heads"]
