@@ -27,8 +27,10 @@ def configs(draw):
 @given(cfg=configs(), batch=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
        seed=st.integers(0, 2**31 - 1))
 def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
-    """float64: the same math to rounding (1e-12 relative); float32: within float32 rounding of a few
-    layers (2e-6 relative), the fused GELU's erfc being the same A&S formula as the float32 erf."""
+    """float64: the same math to rounding (1e-12 relative).  float32: 1e-5 relative to the largest
+    logit: the fused GELU evaluates x*erfc directly where the reference forms 1 + erf (each within
+    ~5e-7 of exact), and those differences pass through a few layers and a small random head.  A real
+    mistake (a missing bias, a wrong head or token) is an O(1) relative error."""
     if backend.name != "numpy":
         pytest.skip("the fast path is the NumPy backend's")
     model = npvit.VisionTransformer(npvit.ViTConfig(**cfg), dtype=dtype, backend=backend, seed=seed)
@@ -38,7 +40,7 @@ def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
     fast = model.forward(x)
     model.fast_inference = False
     ref = model.forward(x)
-    tol = 1e-12 if dtype == "float64" else 2e-6
+    tol = 1e-12 if dtype == "float64" else 1e-5
     assert np.abs(fast - ref).max() <= tol * np.abs(ref).max()
     model.fast_inference = True
     np.testing.assert_allclose(model.forward_features(x), model._forward_features(model._check_input(x), None, None),

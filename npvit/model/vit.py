@@ -276,51 +276,53 @@ class VisionTransformer:
         if caches is None:
             raise RuntimeError("backward() needs the caches of a forward pass: call "
                                "model.forward(x, grad=True) first (each forward keeps only its own)")
-        self._caches = None  # one backward per forward, as in PyTorch without retain_graph
+        # One backward per forward, as in PyTorch without retain_graph; each cache is popped once
+        # used, so activations are freed while the gradients accumulate.
+        self._caches = None
         cfg = self.config
         grads = {}
         dh = self._backward_head(dlogits, caches, grads)
         # final norm
-        dh, grads["norm.weight"], grads["norm.bias"] = layernorm_backward(dh, caches["norm"])
+        dh, grads["norm.weight"], grads["norm.bias"] = layernorm_backward(dh, caches.pop("norm"))
         for i in reversed(range(cfg.depth)):
             dh = self._block_backward(i, dh, caches, grads)
-        dh = dropout_backward(dh, caches["pos_drop"])
-        dh, dcls, ddist, grads["pos_embed"] = tokens_backward(dh, caches["tokens"])
+        dh = dropout_backward(dh, caches.pop("pos_drop"))
+        dh, dcls, ddist, grads["pos_embed"] = tokens_backward(dh, caches.pop("tokens"))
         if dcls is not None:
             grads["cls_token"] = dcls
         if ddist is not None:
             grads["dist_token"] = ddist
         dx, grads["patch_embed.proj.weight"], grads["patch_embed.proj.bias"] = \
-            patch_embed_backward(dh, caches["patch_embed"])
+            patch_embed_backward(dh, caches.pop("patch_embed"))
         return dx, {n: grads[n] for n in self.params}  # in state_dict order
 
     def _backward_head(self, dlogits, caches, grads):
         """Gradient of the token features (B, N, D) from the gradient of the output."""
         cfg, xp = self.config, self.backend.xp
         if cfg.distilled:
-            if caches["distilled_train"]:
+            head, head_dist = caches.pop("head"), caches.pop("head_dist")
+            B, D = head.x.shape
+            if caches.pop("distilled_train"):
                 if not (isinstance(dlogits, (tuple, list)) and len(dlogits) == 2):
                     raise ValueError("a distilled model in training returned (logits, logits_dist): "
                                      "pass a pair (dlogits, dlogits_dist) to backward")
-                dhead, ddist = (self._check_grad(g, caches["head"].x.shape[:1] + (cfg.num_classes,))
-                                for g in dlogits)
+                dhead, ddist = (self._check_grad(g, (B, cfg.num_classes)) for g in dlogits)
             else:
-                dhead = ddist = self._check_grad(dlogits, None) / 2          # eval output was the mean
-            d0, grads["head.weight"], grads["head.bias"] = linear_backward(dhead, caches["head"])
-            d1, grads["head_dist.weight"], grads["head_dist.bias"] = linear_backward(ddist, caches["head_dist"])
-            x0 = caches["head"].x
-            dh = xp.zeros((x0.shape[0], self._num_tokens(), x0.shape[1]), dtype=x0.dtype)
+                dhead = ddist = self._check_grad(dlogits, (B, cfg.num_classes)) / 2  # eval output was the mean
+            d0, grads["head.weight"], grads["head.bias"] = linear_backward(dhead, head)
+            d1, grads["head_dist.weight"], grads["head_dist.bias"] = linear_backward(ddist, head_dist)
+            dh = xp.zeros((B, self._num_tokens(), D), dtype=d0.dtype)
             dh[:, 0] = d0
             dh[:, 1] = d1
             return dh
         dpooled = self._check_grad(dlogits, None)
         if cfg.num_classes:
-            dpooled, grads["head.weight"], grads["head.bias"] = linear_backward(dpooled, caches["head"])
+            dpooled, grads["head.weight"], grads["head.bias"] = linear_backward(dpooled, caches.pop("head"))
         if cfg.representation_size:
-            dpooled = tanh_backward(dpooled, caches["pre_logits.act"])
+            dpooled = tanh_backward(dpooled, caches.pop("pre_logits.act"))
             dpooled, grads["pre_logits.fc.weight"], grads["pre_logits.fc.bias"] = \
-                linear_backward(dpooled, caches["pre_logits.fc"])
-        B, D, N = dpooled.shape[0], cfg.embed_dim, caches["pool_tokens"]
+                linear_backward(dpooled, caches.pop("pre_logits.fc"))
+        B, D, N = dpooled.shape[0], cfg.embed_dim, caches.pop("pool_tokens")
         if cfg.classifier == "token":
             dh = xp.zeros((B, N, D), dtype=dpooled.dtype)
             dh[:, 0] = dpooled
@@ -331,24 +333,24 @@ class VisionTransformer:
     def _block_backward(self, i, dh, caches, grads):
         b = f"blocks.{i}."
         # MLP branch; dh reaches the block input both through the residual and the branch.
-        dm = drop_path_backward(dh, caches[b + "drop_path2"])
-        dm = dropout_backward(dm, caches[b + "mlp.drop2"])
-        dm, grads[b + "mlp.fc2.weight"], grads[b + "mlp.fc2.bias"] = linear_backward(dm, caches[b + "mlp.fc2"])
-        dm = dropout_backward(dm, caches[b + "mlp.drop1"])
-        dm = gelu_backward(dm, caches[b + "mlp.act"])
-        dm, grads[b + "mlp.fc1.weight"], grads[b + "mlp.fc1.bias"] = linear_backward(dm, caches[b + "mlp.fc1"])
-        dm, grads[b + "norm2.weight"], grads[b + "norm2.bias"] = layernorm_backward(dm, caches[b + "norm2"])
+        dm = drop_path_backward(dh, caches.pop(b + "drop_path2"))
+        dm = dropout_backward(dm, caches.pop(b + "mlp.drop2"))
+        dm, grads[b + "mlp.fc2.weight"], grads[b + "mlp.fc2.bias"] = linear_backward(dm, caches.pop(b + "mlp.fc2"))
+        dm = dropout_backward(dm, caches.pop(b + "mlp.drop1"))
+        dm = gelu_backward(dm, caches.pop(b + "mlp.act"))
+        dm, grads[b + "mlp.fc1.weight"], grads[b + "mlp.fc1.bias"] = linear_backward(dm, caches.pop(b + "mlp.fc1"))
+        dm, grads[b + "norm2.weight"], grads[b + "norm2.bias"] = layernorm_backward(dm, caches.pop(b + "norm2"))
         dh = dh + dm                                                         # residual: gradients sum
         # attention branch
-        da = drop_path_backward(dh, caches[b + "drop_path1"])
-        da = dropout_backward(da, caches[b + "attn.proj_drop"])
+        da = drop_path_backward(dh, caches.pop(b + "drop_path1"))
+        da = dropout_backward(da, caches.pop(b + "attn.proj_drop"))
         da, grads[b + "attn.proj.weight"], grads[b + "attn.proj.bias"] = \
-            linear_backward(da, caches[b + "attn.proj"])
-        da = attention_backward(da, caches[b + "attn"])
-        da, grads[b + "attn.qkv.weight"], dqkv_bias = linear_backward(da, caches[b + "attn.qkv"])
+            linear_backward(da, caches.pop(b + "attn.proj"))
+        da = attention_backward(da, caches.pop(b + "attn"))
+        da, grads[b + "attn.qkv.weight"], dqkv_bias = linear_backward(da, caches.pop(b + "attn.qkv"))
         if self.config.qkv_bias:
             grads[b + "attn.qkv.bias"] = dqkv_bias
-        da, grads[b + "norm1.weight"], grads[b + "norm1.bias"] = layernorm_backward(da, caches[b + "norm1"])
+        da, grads[b + "norm1.weight"], grads[b + "norm1.bias"] = layernorm_backward(da, caches.pop(b + "norm1"))
         return dh + da                                                       # residual: gradients sum
 
     # --- helpers -------------------------------------------------------------------------

@@ -4,8 +4,9 @@
     P = softmax(q k^T * scale)                (B*H, N, N)
     out = dropout(P) v                        (B*H, N, Dh) -> (B, N, H*Dh)
 
-Cache: q (already scaled), k, v, the probabilities P (not the logits: the softmax backward needs
-only P) and the attention-dropout mask.  The qkv and output projections are ordinary linear layers in
+Cache: q (already scaled), k, v and the attention-dropout mask.  The probabilities P are recomputed
+in the backward, block by block, rather than kept: P is (B*H, N, N), the largest activation of a
+block, and recomputing it costs one small GEMM per head (PyTorch's fused attention does the same).  The qkv and output projections are ordinary linear layers in
 the block.  Each (image, head) pair is independent, so the work is handed to ``backend.rowwise``
 over the B*H axis as many small matrix products.
 """
@@ -33,7 +34,6 @@ class AttentionCache(NamedTuple):
     q: Any           # (B*H, N, Dh), already multiplied by scale
     k: Any           # (B*H, N, Dh)
     v: Any           # (B*H, N, Dh)
-    probs: Any       # (B*H, N, N), before attention dropout
     mask: Any        # (B*H, N, N) scaled keep-mask of attention dropout, or None
     scale: float
     batch_heads: tuple  # (B, H)
@@ -48,30 +48,30 @@ def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, d
     q = (qkv[0] * scale).reshape(B * H, N, Dh)
     k = xp.ascontiguousarray(qkv[1]).reshape(B * H, N, Dh)
     v = xp.ascontiguousarray(qkv[2]).reshape(B * H, N, Dh)
-    probs = xp.empty((B * H, N, N), dtype=qkv.dtype)
     out = xp.empty((B * H, N, Dh), dtype=qkv.dtype)
     # Masks are drawn here, whole, so they do not depend on how the backend splits the work.
     mask = drop_mask.reshape(B * H, N, N) if drop_mask is not None else \
         dropout_mask((B * H, N, N), attn_drop, rng, backend, qkv.dtype)
 
-    def block(q_, k_, v_, probs_, out_, *mask_):
-        probs_[...] = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend)
-        out_[...] = (probs_ * mask_[0] if mask_ else probs_) @ v_
+    def block(q_, k_, v_, out_, *mask_):
+        probs = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend)            # (b, N, N)
+        out_[...] = (probs * mask_[0] if mask_ else probs) @ v_
 
-    backend.rowwise(block, q, k, v, probs, out, *(() if mask is None else (mask,)), small_gemms=True)
+    backend.rowwise(block, q, k, v, out, *(() if mask is None else (mask,)), small_gemms=True)
     out = out.reshape(B, H, N, Dh).transpose(0, 2, 1, 3).reshape(B, N, H * Dh)  # (B, N, D)
-    return out, AttentionCache(q, k, v, probs, mask, scale, (B, H), backend)
+    return out, AttentionCache(q, k, v, mask, scale, (B, H), backend)
 
 
 def attention_backward(dout, cache):
     """Returns dqkv (B, N, 3D)."""
-    q, k, v, probs, mask, scale, (B, H), backend = cache
+    q, k, v, mask, scale, (B, H), backend = cache
     xp = backend.xp
     _, N, Dh = q.shape
     dout = xp.ascontiguousarray(dout.reshape(B, N, H, Dh).transpose(0, 2, 1, 3)).reshape(B * H, N, Dh)
     dqkv = xp.empty((3, B * H, N, Dh), dtype=dout.dtype)
 
-    def block(q_, k_, v_, probs_, dout_, dq_, dk_, dv_, *mask_):
+    def block(q_, k_, v_, dout_, dq_, dk_, dv_, *mask_):
+        probs_ = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend)           # recomputed, (b, N, N)
         # out = dropped @ v
         dropped = probs_ * mask_[0] if mask_ else probs_
         dv_[...] = dropped.swapaxes(-1, -2) @ dout_
@@ -83,7 +83,7 @@ def attention_backward(dout, cache):
         dq_[...] = (ds @ k_) * scale
         dk_[...] = ds.swapaxes(-1, -2) @ q_
 
-    backend.rowwise(block, q, k, v, probs, dout, dqkv[0], dqkv[1], dqkv[2],
+    backend.rowwise(block, q, k, v, dout, dqkv[0], dqkv[1], dqkv[2],
                     *(() if mask is None else (mask,)), small_gemms=True)
     dqkv = dqkv.reshape(3, B, H, N, Dh).transpose(1, 3, 0, 2, 4)             # (B, N, 3, H, Dh)
     return dqkv.reshape(B, N, 3 * H * Dh)
