@@ -161,21 +161,11 @@ def _fresh_head(state, cfg, file_cfg, source):
 
 
 def _model_from_state(cfg, state, dtype, backend):
-    """A VisionTransformer holding ``state``, without drawing random weights first.
-
-    The constructor initialises every parameter (seconds for B/16, all thrown away here), so the
-    model is built at a one-parameter size and then given the real config and weights through
-    ``load_state_dict``, which checks every name and shape against ``cfg``.
-    """
-    tiny = ViTConfig(img_size=1, patch_size=1, in_c=1, embed_dim=1, depth=1, num_heads=1,
-                     num_classes=0, mlp_ratio=1.0)
-    model = VisionTransformer(tiny, dtype=dtype, backend=backend)
-    model.config, model.params = cfg, {}
+    """A VisionTransformer holding ``state``; a mismatch with ``cfg`` is a checkpoint error."""
     try:
-        model.load_state_dict(state, strict=True)
+        return VisionTransformer.from_state_dict(cfg, state, dtype=dtype, backend=backend)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"the weights do not fit together: {exc}") from None
-    return model
 
 
 def _preprocess(ckpt, cfg, choice, img_size_changed):

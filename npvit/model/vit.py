@@ -72,15 +72,28 @@ def parameter_shapes(cfg):
 class VisionTransformer:
     def __init__(self, config=None, dtype="float32", backend="numpy", seed=0, **overrides):
         cfg = config if config is not None else ViTConfig()
-        self.config = cfg.replace(**overrides) if overrides else cfg
+        self._setup(cfg.replace(**overrides) if overrides else cfg, dtype, backend, seed)
+        self.params = {n: self.backend.from_numpy(a, dtype=self.dtype)
+                       for n, a in init_params(parameter_shapes(self.config), seed)}
+
+    @classmethod
+    def from_state_dict(cls, config, state_dict, dtype="float32", backend="numpy", seed=0):
+        """A model holding ``state_dict`` (every name and shape checked against ``config``), built
+        without drawing random weights first (seconds for B/16, all of them thrown away)."""
+        model = cls.__new__(cls)
+        model._setup(config, dtype, backend, seed)
+        model.params = {}
+        model.load_state_dict(state_dict, strict=True)
+        return model
+
+    def _setup(self, config, dtype, backend, seed):
+        """Everything but the parameters."""
+        self.config = config
         if str(dtype) not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.dtype = str(dtype)
         self.backend = get_backend(backend)
         self.preprocess = None  # set by loaders and variants (see npvit.preprocess)
-        shapes = parameter_shapes(self.config)
-        self.params = {n: self.backend.from_numpy(a, dtype=self.dtype)
-                       for n, a in init_params(shapes, seed)}
         self._dropout_rng = self.backend.rng(seed)
         self._caches = None
         # Eval forwards on NumPy take the fused, multi-threaded path in inference.py; set False to run
