@@ -78,11 +78,32 @@ def test_row_pool_covers_every_row_once_and_reraises():
     assert (seen == 1).all()
     assert pool.split(5, min_rows=10) == [(0, 5)]
     assert len(pool.split(100, min_rows=1)) == 3
+    assert all(lo % 7 == 0 for lo, _ in pool.split(100, min_rows=7))  # block-aligned boundaries
 
     def boom(lo, hi):
         raise ValueError(f"rows {lo}:{hi}")
     with pytest.raises(ValueError, match="rows"):
         pool.run(boom, 10)
+
+
+def test_rowwise_gradients_are_bit_identical_for_any_thread_count():
+    """LayerNorm's parameter gradients are sums over row blocks: the result must not depend on how
+    many threads ran them or in which order they finished (resume-equivalence relies on it)."""
+    from npvit.backends.numpy_backend import NumpyBackend
+    from npvit.ops.layernorm import layernorm_backward, layernorm_forward
+
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((1000, 48)).astype(np.float32), rng.standard_normal((1000, 48)).astype(np.float32)
+    w, b = rng.standard_normal(48).astype(np.float32), rng.standard_normal(48).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3, 2):
+        be = NumpyBackend()
+        be.pool = RowPool(threads)
+        _, cache = layernorm_forward(x, w, b, 1e-6, be)
+        results.append(layernorm_backward(dy, cache))
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            np.testing.assert_array_equal(a, c)
 
 
 def test_openblas_thread_limit_is_restored():

@@ -98,19 +98,19 @@ class NumpyBackend(Backend):
     def rowwise(self, fn, *arrays, block=None, small_gemms=False):
         n = arrays[0].shape[0]
         block = block or n
-        results = []
 
         def worker(lo, hi):
-            for start in range(lo, hi, block):
-                stop = min(start + block, hi)
-                results.append(fn(*(a[start:stop] for a in arrays)))  # list.append is atomic
+            return [fn(*(a[start:min(start + block, hi)] for a in arrays)) for start in range(lo, hi, block)]
 
+        # Results come back in block order and blocks have a fixed size, so anything the caller
+        # sums over them (parameter gradients) is bit-identical from run to run and for any
+        # number of threads.
         if small_gemms:
             with self.blas.limit(1):
-                self.pool.run(worker, n, min_rows=1)
+                per_slice = self.pool.run(worker, n, min_rows=1)
         else:
-            self.pool.run(worker, n, min_rows=block)
-        return results
+            per_slice = self.pool.run(worker, n, min_rows=block)
+        return [r for results in per_slice for r in results]
 
     def erf(self, x):
         if x.dtype == numpy.float64:

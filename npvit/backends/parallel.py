@@ -39,9 +39,14 @@ class RowPool:
             return self._executor
 
     def split(self, n, min_rows=1):
-        """At most ``num_threads`` contiguous (lo, hi) slices, each of at least ``min_rows`` rows."""
-        parts = max(1, min(self.num_threads, n // max(1, min_rows)))
-        bounds = [n * i // parts for i in range(parts + 1)]
+        """At most ``num_threads`` contiguous (lo, hi) slices of ``range(n)``.
+
+        Every boundary is a multiple of ``min_rows``, so a caller that works in blocks of
+        ``min_rows`` sees the same blocks whatever the number of threads."""
+        step = max(1, min_rows)
+        n_blocks = -(-n // step)
+        parts = max(1, min(self.num_threads, n_blocks))
+        bounds = [min(n, (n_blocks * i // parts) * step) for i in range(parts + 1)]
         return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
 
     def run(self, fn, n, min_rows=1):
