@@ -177,6 +177,29 @@ def import_time():
     return int(last[-1].split("|")[1]) / 1e6 if last else float("nan")
 
 
+def load_times(reps=3):
+    """Best-of-``reps`` seconds for npvit.load of a ViT-B/16 from npvit's .npz and from .safetensors."""
+    import tempfile
+
+    import npvit
+    from npvit.formats.safetensors import write_safetensors
+
+    model = npvit.create_model("vit_base_patch16_224")
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"npz": os.path.join(tmp, "b16.npz"), "safetensors": os.path.join(tmp, "b16.safetensors")}
+        model.save(paths["npz"])
+        write_safetensors(paths["safetensors"], {n: np.asarray(v) for n, v in model.state_dict().items()})
+        for kind, path in paths.items():
+            best = float("inf")
+            for _ in range(reps):
+                t = time.perf_counter()
+                npvit.load(path)
+                best = min(best, time.perf_counter() - t)
+            times[kind] = best
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
@@ -210,6 +233,8 @@ def main():
             row += f"{peak_memory('npvit', case, args.backend):>11.0f}{peak_memory('torch', case, args.backend):>11.0f}"
         print(row, flush=True)
     print("ratio = npvit time / torch time (median of per-round ratios; < 1 means npvit is faster)")
+    loads = load_times()
+    print("load ViT-B/16: " + ", ".join(f"{kind} {sec * 1e3:.0f} ms" for kind, sec in loads.items()))
 
 
 if __name__ == "__main__":
