@@ -138,7 +138,7 @@ class VisionTransformer:
         if array_library_of(value) == self.backend.name:
             arr = self.backend.xp.asarray(value, dtype=self.dtype)
         else:
-            arr = self.backend.from_numpy(_host_array(value, self.backend), dtype=self.dtype)
+            arr = self.backend.from_numpy(_host_array(value), dtype=self.dtype)
         if not bool(self.backend.xp.isfinite(arr).all()):
             raise ValueError(f"parameter {name} holds NaN or inf values")
         return arr.copy() if arr is value else arr
@@ -184,27 +184,22 @@ class VisionTransformer:
         x = self._check_input(x)
         rng = self._resolve_rng(rng) if train else None
         caches = {} if grad else None
-        if self._use_fast_path(train, grad):
-            from .inference import InferenceEngine
-
-            feats = InferenceEngine(self).features(x)
-        else:
-            feats = self._forward_features(x, rng, caches)
-        out = self._forward_head(feats, train, caches)
+        out = self._forward_head(self._features(x, rng, caches), train, caches)
         self._caches = caches
         return out
 
     def forward_features(self, x):
         """Final-norm token features (B, N, D) in eval mode (no head, no pooling)."""
-        x = self._check_input(x)
-        if self._use_fast_path(False, False):
+        return self._features(self._check_input(x), None, None)
+
+    def _features(self, x, rng, caches):
+        """Token features: the fast NumPy path when nothing is kept and nothing is dropped, else the
+        op-by-op reference path (which keeps caches for backward)."""
+        if self.fast_inference and rng is None and caches is None and self.backend.name == "numpy":
             from .inference import InferenceEngine
 
             return InferenceEngine(self).features(x)
-        return self._forward_features(x, None, None)
-
-    def _use_fast_path(self, train, grad):
-        return self.fast_inference and not train and not grad and self.backend.name == "numpy"
+        return self._forward_features(x, rng, caches)
 
     def _forward_features(self, x, rng, caches):
         cfg, p = self.config, self.params
@@ -423,7 +418,7 @@ class VisionTransformer:
                 f"params={self.num_params():,})")
 
 
-def _host_array(value, backend):
+def _host_array(value):
     """A NumPy array from a host array-like (NumPy, lists, PyTorch CPU tensors via __array__)."""
     if hasattr(value, "detach"):  # a torch tensor: read it without importing torch
         value = value.detach().cpu().numpy()
