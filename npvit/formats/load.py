@@ -26,7 +26,7 @@ from .resample import METHODS, resample_pos_embed
 
 # Models shipped inside the package: name -> path relative to the ``npvit`` package folder
 # (e.g. "digits": "data/digits_vit.npz"); ``npvit.load(name)`` finds them when no such file exists.
-EMBEDDED = {}
+EMBEDDED = {"digits": "weights/digits.npz"}  # npvit/weights/__init__.py; trained by npvit (docs/training.md)
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(ViTConfig)}
 

