@@ -102,7 +102,7 @@ def test_run_folder_outputs_and_refusals(tmp_path):
     assert [r["epoch"] for r in more] == [1, 2, 3]
 
 
-def test_progress_lines_name_loss_and_throughput(tmp_path, capsys):
+def test_progress_lines_name_loss_and_throughput():
     import io
     buf = io.StringIO()
     train(tiny(), toy_data(16), toy_data(8, seed=1), TrainConfig(epochs=1, batch_size=8), stream=buf)

@@ -12,7 +12,7 @@ pytest.importorskip("sklearn")
 
 import npvit  # noqa: E402
 from npvit.model import ViTConfig, VisionTransformer  # noqa: E402
-from npvit.train import TrainConfig, evaluate, train  # noqa: E402
+from npvit.train import evaluate, train  # noqa: E402
 from npvit.train.datasets import digits_arrays, load_digits_split  # noqa: E402
 from npvit.train.recipes import RECIPES  # noqa: E402
 

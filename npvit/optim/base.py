@@ -47,7 +47,7 @@ class Optimizer:
         # In-place updates need writeable arrays; a memory-mapped checkpoint gives read-only ones.
         for n in self.trainable:
             p = params[n]
-            if hasattr(p, "flags") and not p.flags.writeable:
+            if not getattr(getattr(p, "flags", None), "writeable", True):  # CuPy arrays have no such flag
                 params[n] = p.copy()
 
     # --- one step ------------------------------------------------------------------------
