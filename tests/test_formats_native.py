@@ -156,3 +156,20 @@ def test_convert_to_pth_and_notes(tmp_path, capsys):
     sd = torch.load(tmp_path / "m.pth", weights_only=True)
     for k, v in m.params.items():
         assert np.array_equal(sd[k].numpy(), v), k
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the final file must get 0666 minus the umask,
+    like any file a program creates, or other users could not read a shared checkpoint."""
+    import os
+    import stat
+
+    import npvit
+
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "m.npz"
+        npvit.create_model("vit_tiny_patch16_224", depth=1, img_size=32).save(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    finally:
+        os.umask(umask)
