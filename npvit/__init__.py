@@ -1,16 +1,22 @@
-"""npvit: a Vision Transformer in NumPy (and CuPy) with a hand-written backward pass."""
+"""npvit: a Vision Transformer in NumPy (and CuPy) with a hand-written backward pass.
+
+    model = npvit.create_model("vit_base_patch16_224")     # or npvit.load(path)
+    model.predict("cat.jpg")                                 # [(label, probability), ...]
+    logits = model.forward(x, train=True, grad=True)
+    loss, dlogits = npvit.cross_entropy(logits, labels)
+    dx, grads = model.backward(dlogits)
+
+Subpackages: ``npvit.optim`` (optimizers, schedules), ``npvit.train`` (the training loop),
+``npvit.preprocess``, ``npvit.formats``; see README.md.
+"""
 from .backends import available_backends, get_backend
+from .formats import load, save
 from .model import VARIANTS, ViTConfig, VisionTransformer, create_model, list_models
 from .ops.loss import cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "VisionTransformer", "ViTConfig", "create_model", "list_models", "VARIANTS",
+    "VisionTransformer", "ViTConfig", "create_model", "list_models", "VARIANTS", "load", "save",
     "cross_entropy", "get_backend", "available_backends",
 ]
-
-# --- checkpoint formats (npvit/formats) ---
-from .formats import load, save  # noqa: E402
-
-__all__ += ["load", "save"]
