@@ -48,6 +48,22 @@ class Backend:
     def erf(self, x):
         raise NotImplementedError
 
+    def gelu_exact(self, x, out):
+        """out = 0.5 x (1 + erf(x / sqrt 2)); ``out`` may be ``x``.  The plain twin of the NumPy
+        backend's fused float32 kernel (tests compare the two)."""
+        cdf = self.erf(x * _INV_SQRT2)
+        cdf += 1.0
+        cdf *= 0.5
+        self.xp.multiply(x, cdf, out=out)
+
+    def gelu_exact_grad(self, x, dy, out):
+        """out = dy * (Phi(x) + x phi(x)), the exact GELU's backward."""
+        cdf = self.erf(x * _INV_SQRT2)
+        cdf += 1.0
+        cdf *= 0.5                                                  # Phi(x)
+        pdf = self.xp.exp(-0.5 * x * x) * _INV_SQRT_2PI             # phi(x)
+        self.xp.multiply(dy, cdf + x * pdf, out=out)
+
     # --- execution extras --------------------------------------------------------------
     def rowwise(self, fn, *arrays, block=None, small_gemms=False):
         """Apply ``fn`` to slices of ``arrays`` along their shared first axis; return its results.
@@ -64,5 +80,5 @@ class Backend:
         return f"<npvit backend {self.name}>"
 
 
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..backends.numpy_backend import _AS_A, _AS_P, erf_float64
+from ..backends.numpy_backend import erf_float64, gelu_exact_float32
 from ..ops.patch_embed import patchify
 
 ROW_BLOCK = 32          # rows per elementwise block: 32 x 3072 float32 = 384 KiB, inside L2
@@ -57,29 +57,14 @@ def bias_gelu_rows(a, bias, kind, scratch):
         s1 *= 0.5
         a *= s1
         return
-    if a.dtype == np.float64:
+    if a.dtype == np.float32:
+        gelu_exact_float32(a, a, (s1, s2, s3))
+    else:  # float64: the exact erf the reference uses
         np.multiply(a, _INV_SQRT2, out=s1)
         s1[...] = erf_float64(s1)
         s1 += 1.0
         s1 *= 0.5
         a *= s1
-        return
-    # relu(a) - |a| * 0.5 * erfc(|a| / sqrt 2), erfc(z) = poly(t) exp(-z^2), t = 1 / (1 + p z)
-    np.abs(a, out=s1)
-    np.multiply(s1, _AS_P * _INV_SQRT2, out=s2)
-    s2 += 1.0
-    np.reciprocal(s2, out=s2)                         # t
-    np.multiply(s2, 0.5 * _AS_A[4], out=s3)
-    for coef in _AS_A[3::-1]:
-        s3 += 0.5 * coef
-        s3 *= s2                                      # 0.5 * poly(t), Horner
-    np.multiply(s1, s1, out=s2)
-    s2 *= -0.5
-    np.exp(s2, out=s2)                                # exp(-a^2 / 2)
-    s3 *= s2
-    s3 *= s1                                          # |a| * q
-    np.maximum(a, 0.0, out=a)
-    a -= s3
 
 
 def softmax_rows_(s):

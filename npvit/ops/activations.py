@@ -10,8 +10,6 @@ import math
 from typing import Any, NamedTuple
 
 GELU_KINDS = ("exact", "tanh")
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_C = 0.044715
 
@@ -46,11 +44,10 @@ def gelu_backward(dy, cache):
 
 def _gelu(x, kind, backend, out):
     """out = GELU(x) for a block of rows."""
-    xp = backend.xp
     if kind == "exact":
-        out[...] = backend.erf(x * _INV_SQRT2)
-    else:
-        out[...] = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * (x * x * x)))  # x*x*x: np.power is slow
+        backend.gelu_exact(x, out)  # a fused kernel where the backend has one
+        return
+    out[...] = backend.xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * (x * x * x)))  # x*x*x: np.power is slow
     out += 1.0
     out *= x
     out *= 0.5
@@ -58,17 +55,12 @@ def _gelu(x, kind, backend, out):
 
 def _gelu_grad(x, dy, kind, backend, out):
     """out = dy * GELU'(x) for a block of rows."""
-    xp = backend.xp
     if kind == "exact":
-        cdf = backend.erf(x * _INV_SQRT2)
-        cdf += 1.0
-        cdf *= 0.5                                                  # Phi(x)
-        pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI                  # phi(x)
-        out[...] = cdf + x * pdf
-    else:
-        x2 = x * x
-        t = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x2 * x))
-        out[...] = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x2)
+        backend.gelu_exact_grad(x, dy, out)  # Phi(x) + x phi(x), fused where the backend can
+        return
+    x2 = x * x
+    t = backend.xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x2 * x))
+    out[...] = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x2)
     out *= dy
 
 

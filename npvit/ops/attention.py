@@ -15,11 +15,13 @@ from typing import Any, NamedTuple
 from .dropout import dropout_mask
 
 
-def softmax_forward(s, backend):
-    """Softmax over the last axis; subtracting the row max keeps exp finite at logits of +-1000."""
-    p = s - s.max(axis=-1, keepdims=True)
+def softmax_forward(s, backend, inplace=False):
+    """Softmax over the last axis; subtracting the row max keeps exp finite at logits of +-1000.
+    ``inplace=True`` overwrites ``s`` (attention passes its fresh score array)."""
+    p = s if inplace else s.copy()
+    p -= s.max(axis=-1, keepdims=True)
     backend.xp.exp(p, out=p)
-    p /= p.sum(axis=-1, keepdims=True)
+    p *= 1.0 / p.sum(axis=-1, keepdims=True)
     return p
 
 
@@ -54,7 +56,7 @@ def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, d
         dropout_mask((B * H, N, N), attn_drop, rng, backend, qkv.dtype)
 
     def block(q_, k_, v_, out_, *mask_):
-        probs = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend)            # (b, N, N)
+        probs = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend, inplace=True)  # (b, N, N)
         out_[...] = (probs * mask_[0] if mask_ else probs) @ v_
 
     backend.rowwise(block, q, k, v, out, *(() if mask is None else (mask,)), small_gemms=True)
@@ -71,7 +73,7 @@ def attention_backward(dout, cache):
     dqkv = xp.empty((3, B * H, N, Dh), dtype=dout.dtype)
 
     def block(q_, k_, v_, dout_, dq_, dk_, dv_, *mask_):
-        probs_ = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend)           # recomputed, (b, N, N)
+        probs_ = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend, inplace=True)  # recomputed
         # out = dropped @ v
         dropped = probs_ * mask_[0] if mask_ else probs_
         dv_[...] = dropped.swapaxes(-1, -2) @ dout_
