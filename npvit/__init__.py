@@ -10,7 +10,6 @@ Subpackages: ``npvit.optim`` (optimizers, schedules), ``npvit.train`` (the train
 ``npvit.preprocess``, ``npvit.formats``; see README.md.
 """
 from .backends import available_backends, get_backend
-from .formats import load, save
 from .model import VARIANTS, ViTConfig, VisionTransformer, create_model, list_models
 from .ops.loss import cross_entropy
 
@@ -20,3 +19,13 @@ __all__ = [
     "VisionTransformer", "ViTConfig", "create_model", "list_models", "VARIANTS", "load", "save",
     "cross_entropy", "get_backend", "available_backends",
 ]
+
+
+def __getattr__(name):
+    """``npvit.load`` / ``npvit.save`` import the checkpoint readers on first use, which keeps
+    ``import npvit`` to numpy's own import time."""
+    if name in ("load", "save"):
+        from . import formats
+
+        return getattr(formats, name)
+    raise AttributeError(f"module 'npvit' has no attribute {name!r}")

@@ -13,7 +13,6 @@ freshly initialised one (with a warning, as timm does when fine-tuning).
 import dataclasses
 import os
 import warnings
-from importlib import resources
 
 from ..model.config import ViTConfig
 from ..model.init import init_params
@@ -66,6 +65,8 @@ def resolve_path(path):
     if os.path.exists(p):
         return p
     if p in EMBEDDED:
+        from importlib import resources  # ~40 ms to import: only when an embedded model is asked for
+
         return str(resources.files("npvit").joinpath(EMBEDDED[p]))
     names = f" (embedded models: {', '.join(sorted(EMBEDDED))})" if EMBEDDED else ""
     raise FileNotFoundError(f"no such checkpoint file or folder: {p!r}{names}")
