@@ -21,6 +21,9 @@ fi
 # The project itself is used from the checkout (no install step to go stale).
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+# The reference libraries must import: otherwise the parity tests' importorskip would quietly skip.
+"$venv/bin/python" -c "import torch, torchvision, timm, transformers, safetensors, PIL, hypothesis, sklearn" \
+  || { echo "the test environment $venv is broken: delete it and run again"; exit 1; }
 set +e
 "$venv/bin/python" -m pytest -q "$@"
 rc=$?
