@@ -101,7 +101,6 @@ def test_model_gradcheck_catches_a_broken_backward(backend, monkeypatch):
     from npvit.model import vit
 
     def wrong_gelu_backward(dy, cache):
-        xp = cache.backend.xp
         return dy * 0.5 * (1.0 + cache.backend.erf(cache.x / np.sqrt(2.0)))
 
     monkeypatch.setattr(vit, "gelu_backward", wrong_gelu_backward)
