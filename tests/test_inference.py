@@ -27,10 +27,12 @@ def configs(draw):
 @given(cfg=configs(), batch=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
        seed=st.integers(0, 2**31 - 1))
 def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
-    """float64: the same math to rounding (1e-12 relative).  float32: 1e-5 relative to the largest
-    logit: the fused GELU evaluates x*erfc directly where the reference forms 1 + erf (each within
-    ~5e-7 of exact), and those differences pass through a few layers and a small random head.  A real
-    mistake (a missing bias, a wrong head or token) is an O(1) relative error."""
+    """float64: the same math to rounding (1e-12 relative).  float32: 2e-6 relative to the largest
+    logit: both paths use the same GELU kernel, so what differs is float32 summation order (fused
+    vs separate passes, chunked vs whole GEMMs) through a few layers.  A real mistake (a missing
+    bias, a wrong head or token) is an O(1) relative error.  The scale is at least 1 because the
+    features feeding the head are O(1): a head that happens to give tiny logits (0.03) still carries
+    float32 rounding of O(1) values (~3e-7)."""
     if backend.name != "numpy":
         pytest.skip("the fast path is the NumPy backend's")
     model = npvit.VisionTransformer(npvit.ViTConfig(**cfg), dtype=dtype, backend=backend, seed=seed)
@@ -40,8 +42,8 @@ def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
     fast = model.forward(x)
     model.fast_inference = False
     ref = model.forward(x)
-    tol = 1e-12 if dtype == "float64" else 1e-5
-    assert np.abs(fast - ref).max() <= tol * np.abs(ref).max()
+    tol = 1e-12 if dtype == "float64" else 2e-6
+    assert np.abs(fast - ref).max() <= tol * max(np.abs(ref).max(), 1.0)
     model.fast_inference = True
     np.testing.assert_allclose(model.forward_features(x), model._forward_features(model._check_input(x), None, None),
                                rtol=tol * 10, atol=tol * 10)
@@ -58,7 +60,7 @@ def test_fused_gelu_and_layernorm_kernels_against_their_plain_twins():
             x = (4 * rng.standard_normal((20, 50))).astype(dtype)
             bias = rng.standard_normal(50).astype(dtype)
             got = x.copy()
-            bias_gelu_rows(got, bias, kind, [np.empty((20, 50), dtype) for _ in range(3)])
+            bias_gelu_rows(got, bias, kind, [np.empty((20, 50), dtype) for _ in range(3)], be)
             want = gelu_forward(x + bias, kind, be)[0]
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
         x = rng.standard_normal((7, 33)).astype(dtype)

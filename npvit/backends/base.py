@@ -11,7 +11,9 @@ class Backend:
     """An array module (``xp``) and the extras npvit needs beyond it.
 
     Extras: ``erf`` (NumPy has none), ``asarray`` that refuses arrays from another device,
-    ``to_numpy`` to bring results home, ``rng`` for reproducible dropout masks.
+    ``to_numpy`` to bring results home, ``rng`` for reproducible dropout masks, ``gelu_exact`` /
+    ``gelu_exact_grad`` (plain here; fused kernels where a backend has them) and ``rowwise`` (how
+    row-independent work is run).
     """
 
     name = "abstract"

@@ -160,10 +160,11 @@ class NumpyBackend(Backend):
 
     # Fused float32 GELU: ~20 in-place passes over a cache-sized block, no temporaries; float64
     # keeps the plain twin (exact erf), which the gradient checks rely on.
-    def gelu_exact(self, x, out):
+    def gelu_exact(self, x, out, scratch=None):
+        """``scratch``: three arrays shaped like ``x`` that a caller reuses across blocks."""
         if x.dtype != numpy.float32:
             return super().gelu_exact(x, out)
-        gelu_exact_float32(x, out, [numpy.empty_like(x) for _ in range(3)])
+        gelu_exact_float32(x, out, scratch or [numpy.empty_like(x) for _ in range(3)])
 
     def gelu_exact_grad(self, x, dy, out):
         if x.dtype != numpy.float32:

@@ -6,8 +6,7 @@ compare this against):
 * no caches, and every intermediate lives in one of six preallocated (M, .) buffers, M = B * N;
 * elementwise work (LayerNorm, bias + GELU, bias + residual) runs on all cores, in row blocks that
   stay in cache, fusing what the reference does in separate passes;
-* GELU uses gelu(x) = relu(x) - |x| * q(|x|), q = 0.5 * erfc(|x| / sqrt 2), with erfc from the same
-  A&S 7.1.26 formula as the float32 ``erf`` (float64 models keep the exact float64 erf);
+* GELU runs in place, through the backend's fused kernel (the one the op-by-op path uses too);
 * each thread runs a block's branches on its own chunk of rows with OpenBLAS set to one thread
   (LayerNorm -> qkv GEMM; proj GEMM -> residual -> LayerNorm -> fc1 GEMM -> bias+GELU -> fc2 GEMM
   -> residual), so GEMM outputs are consumed while still in cache;
@@ -18,12 +17,11 @@ import math
 
 import numpy as np
 
-from ..backends.numpy_backend import erf_float64, gelu_exact_float32
+from ..ops.attention import softmax_forward
 from ..ops.patch_embed import patchify
 
 ROW_BLOCK = 32          # rows per elementwise block: 32 x 3072 float32 = 384 KiB, inside L2
 CHUNK_ROWS = 256        # rows per single-threaded GEMM chunk (best of 64/128/256/512 measured)
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
 # --- elementwise kernels on a block of rows (called from the pool) --------------------------------
@@ -41,36 +39,23 @@ def layernorm_rows(x, weight, bias, eps, out):
     out += bias
 
 
-def bias_gelu_rows(a, bias, kind, scratch):
+def bias_gelu_rows(a, bias, kind, scratch, backend):
     """a = GELU(a + bias) in place, for a (rows, H) block; ``scratch`` is three (rows, H) arrays."""
     a += bias
     s1, s2, s3 = (s[: a.shape[0]] for s in scratch)
-    if kind == "tanh":
-        # 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
-        np.multiply(a, a, out=s1)
-        s1 *= 0.044715
-        s1 += 1.0
-        s1 *= a
-        s1 *= math.sqrt(2.0 / math.pi)
-        np.tanh(s1, out=s1)
-        s1 += 1.0
-        s1 *= 0.5
-        a *= s1
+    if kind == "exact":
+        backend.gelu_exact(a, a, (s1, s2, s3))  # the same kernel the op-by-op path uses
         return
-    if a.dtype == np.float32:
-        gelu_exact_float32(a, a, (s1, s2, s3))
-    else:  # float64: the exact erf the reference uses
-        np.multiply(a, _INV_SQRT2, out=s1)
-        s1[...] = erf_float64(s1)
-        s1 += 1.0
-        s1 *= 0.5
-        a *= s1
-
-
-def softmax_rows_(s):
-    s -= s.max(axis=1, keepdims=True)
-    np.exp(s, out=s)
-    s /= s.sum(axis=1, keepdims=True)
+    # tanh form, in place: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
+    np.multiply(a, a, out=s1)
+    s1 *= 0.044715
+    s1 += 1.0
+    s1 *= a
+    s1 *= math.sqrt(2.0 / math.pi)
+    np.tanh(s1, out=s1)
+    s1 += 1.0
+    s1 *= 0.5
+    a *= s1
 
 
 class InferenceEngine:
@@ -141,7 +126,7 @@ class InferenceEngine:
                 m = mlp[s:e]
                 np.matmul(ln[s:e], p[b + "mlp.fc1.weight"].T, out=m)
                 for r in range(0, e - s, ROW_BLOCK):
-                    bias_gelu_rows(m[r:r + ROW_BLOCK], p[b + "mlp.fc1.bias"], cfg.gelu, tmp)
+                    bias_gelu_rows(m[r:r + ROW_BLOCK], p[b + "mlp.fc1.bias"], cfg.gelu, tmp, self.model.backend)
                 np.matmul(m, p[b + "mlp.fc2.weight"].T, out=ln[s:e])
                 _add_bias_residual(h[s:e], ln[s:e], p[b + "mlp.fc2.bias"])
 
@@ -166,7 +151,7 @@ class InferenceEngine:
                 bi, hi_ = divmod(j, H)
                 np.multiply(q5[bi, :, 0, hi_], scale, out=q)
                 np.matmul(q, q5[bi, :, 1, hi_].T, out=s)
-                softmax_rows_(s)
+                softmax_forward(s, self.model.backend, inplace=True)
                 np.matmul(s, q5[bi, :, 2, hi_], out=o)
                 o4[bi, :, hi_] = o
 
