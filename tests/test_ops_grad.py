@@ -49,14 +49,14 @@ def test_linear(h, lead, n_in, n_out, bias, seed):
     rng = np.random.default_rng(seed)
     x, w = rng.standard_normal((*lead, n_in)), rng.standard_normal((n_out, n_in))
     b = rng.standard_normal(n_out) if bias else None
-    y, cache = linear_forward(h.dev(x), h.dev(w), h.dev(b))
+    y, cache = linear_forward(h.dev(x), h.dev(w), h.dev(b), h.be)
     dy = rng.standard_normal(h.host(y).shape)
     dx, dw, db = (h.host(g) for g in linear_backward(h.dev(dy), cache))
     inputs, grads = [x, w], [dx, dw]
     if bias:
         inputs.append(b)
         grads.append(db)
-    f = lambda *a: h.host(linear_forward(*(h.dev(t) for t in a), *(() if bias else (None,)))[0])
+    f = lambda *a: h.host(linear_forward(*(h.dev(t) for t in a), *(() if bias else (None,)), h.be)[0])
     directional_check(f, inputs, grads, dy, seed=seed)
 
 
@@ -188,7 +188,7 @@ def test_patch_embed_matches_convolution(h, B, C, gh, gw, ph, pw, D, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((B, C, gh * ph, gw * pw))
     w, b = rng.standard_normal((D, C, ph, pw)), rng.standard_normal(D)
-    y, cache = patch_embed_forward(h.dev(x), h.dev(w), h.dev(b))
+    y, cache = patch_embed_forward(h.dev(x), h.dev(w), h.dev(b), h.be)
     # Reference: the stride-p convolution written as explicit loops over patches.
     ref = np.empty((B, gh * gw, D))
     for i in range(gh):
@@ -198,7 +198,7 @@ def test_patch_embed_matches_convolution(h, B, C, gh, gw, ph, pw, D, seed):
     np.testing.assert_allclose(h.host(y), ref, rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal(ref.shape)
     grads = [h.host(g) for g in patch_embed_backward(h.dev(dy), cache)]
-    f = lambda *a: h.host(patch_embed_forward(*(h.dev(t) for t in a))[0])
+    f = lambda *a: h.host(patch_embed_forward(*(h.dev(t) for t in a), h.be)[0])
     directional_check(f, [x, w, b], grads, dy, seed=seed)
 
 

@@ -67,14 +67,15 @@ class Backend:
         self.xp.multiply(dy, cdf + x * pdf, out=out)
 
     # --- execution extras --------------------------------------------------------------
-    def rowwise(self, fn, *arrays, block=None, small_gemms=False):
+    def rowwise(self, fn, *arrays, block=None):
         """Apply ``fn`` to slices of ``arrays`` along their shared first axis; return its results.
 
-        Ops put their row-independent math in ``fn`` and let the backend choose how to run it.
-        This plain version calls ``fn(*arrays)`` once (a GPU runs the whole array at once).  The NumPy
-        backend splits the rows across its threads, in blocks of ``block`` rows that stay in cache.
-        ``small_gemms`` marks work made of many small matrix products (attention), which the NumPy
-        backend runs with single-threaded BLAS in each of its threads.
+        Ops put their row-independent math in ``fn`` (matrix products included) and let the
+        backend choose how to run it.  This plain version calls ``fn(*arrays)`` once (a GPU runs
+        the whole array at once).  The NumPy backend splits the rows across its threads, with BLAS
+        single-threaded inside each: in blocks of ``block`` rows (that stay in cache, and whose
+        boundaries do not depend on the thread count), or with ``block=None`` in one call per
+        thread (large matrix products).
         """
         return [fn(*arrays)]
 

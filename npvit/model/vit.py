@@ -204,7 +204,7 @@ class VisionTransformer:
     def _forward_features(self, x, rng, caches):
         cfg, p = self.config, self.params
         keep = caches.__setitem__ if caches is not None else (lambda k, v: None)
-        h, c = patch_embed_forward(x, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"])
+        h, c = patch_embed_forward(x, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"], self.backend)
         keep("patch_embed", c)                                               # (B, P, D)
         h, c = tokens_forward(h, p.get("cls_token"), p.get("dist_token"), p["pos_embed"], self.backend)
         keep("tokens", c)                                                    # (B, N, D)
@@ -222,11 +222,11 @@ class VisionTransformer:
         # attention branch
         a, c = layernorm_forward(h, p[b + "norm1.weight"], p[b + "norm1.bias"], cfg.norm_eps, self.backend)
         keep(b + "norm1", c)
-        a, c = linear_forward(a, p[b + "attn.qkv.weight"], p.get(b + "attn.qkv.bias"))
+        a, c = linear_forward(a, p[b + "attn.qkv.weight"], p.get(b + "attn.qkv.bias"), self.backend)
         keep(b + "attn.qkv", c)                                              # (B, N, 3D)
         a, c = attention_forward(a, cfg.num_heads, cfg.scale, self.backend, cfg.attn_drop_ratio, rng)
         keep(b + "attn", c)                                                  # (B, N, D)
-        a, c = linear_forward(a, p[b + "attn.proj.weight"], p[b + "attn.proj.bias"])
+        a, c = linear_forward(a, p[b + "attn.proj.weight"], p[b + "attn.proj.bias"], self.backend)
         keep(b + "attn.proj", c)
         a, c = dropout_forward(a, cfg.drop_ratio, rng, self.backend)
         keep(b + "attn.proj_drop", c)
@@ -236,13 +236,13 @@ class VisionTransformer:
         # MLP branch
         m, c = layernorm_forward(h, p[b + "norm2.weight"], p[b + "norm2.bias"], cfg.norm_eps, self.backend)
         keep(b + "norm2", c)
-        m, c = linear_forward(m, p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"])
+        m, c = linear_forward(m, p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"], self.backend)
         keep(b + "mlp.fc1", c)                                               # (B, N, hidden)
         m, c = gelu_forward(m, cfg.gelu, self.backend)
         keep(b + "mlp.act", c)
         m, c = dropout_forward(m, cfg.drop_ratio, rng, self.backend)
         keep(b + "mlp.drop1", c)
-        m, c = linear_forward(m, p[b + "mlp.fc2.weight"], p[b + "mlp.fc2.bias"])
+        m, c = linear_forward(m, p[b + "mlp.fc2.weight"], p[b + "mlp.fc2.bias"], self.backend)
         keep(b + "mlp.fc2", c)
         m, c = dropout_forward(m, cfg.drop_ratio, rng, self.backend)
         keep(b + "mlp.drop2", c)
@@ -254,22 +254,22 @@ class VisionTransformer:
         cfg, p = self.config, self.params
         keep = caches.__setitem__ if caches is not None else (lambda k, v: None)
         if cfg.distilled:
-            logits, c = linear_forward(h[:, 0], p["head.weight"], p["head.bias"])
+            logits, c = linear_forward(h[:, 0], p["head.weight"], p["head.bias"], self.backend)
             keep("head", c)
-            logits_dist, c = linear_forward(h[:, 1], p["head_dist.weight"], p["head_dist.bias"])
+            logits_dist, c = linear_forward(h[:, 1], p["head_dist.weight"], p["head_dist.bias"], self.backend)
             keep("head_dist", c)
             keep("distilled_train", train)
             return (logits, logits_dist) if train else (logits + logits_dist) / 2
         pooled = h[:, 0] if cfg.classifier == "token" else h.mean(axis=1)   # (B, D)
         keep("pool_tokens", h.shape[1])
         if cfg.representation_size:
-            pooled, c = linear_forward(pooled, p["pre_logits.fc.weight"], p["pre_logits.fc.bias"])
+            pooled, c = linear_forward(pooled, p["pre_logits.fc.weight"], p["pre_logits.fc.bias"], self.backend)
             keep("pre_logits.fc", c)
             pooled, c = tanh_forward(pooled, self.backend)
             keep("pre_logits.act", c)
         if not cfg.num_classes:
             return pooled
-        logits, c = linear_forward(pooled, p["head.weight"], p["head.bias"])
+        logits, c = linear_forward(pooled, p["head.weight"], p["head.bias"], self.backend)
         keep("head", c)
         return logits
 

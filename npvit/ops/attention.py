@@ -1,23 +1,30 @@
 """Softmax and multi-head scaled dot-product attention on a fused qkv tensor.
 
-    q, k, v = split(qkv)                      each (B*H, N, Dh)
-    P = softmax(q k^T * scale)                (B*H, N, N)
-    out = dropout(P) v                        (B*H, N, Dh) -> (B, N, H*Dh)
+    q, k, v = split(qkv)                      each (B*H, N, Dh), q already times scale
+    E = exp(q k^T - m)                        (B*H, N, N), m the row max (so exp stays finite)
+    P = E / l,  l = sum_j E                   the attention probabilities
+    out = dropout(P) v = (E~ v) / l           E~ = E * dropout mask
 
-Cache: q (already scaled), k, v and the attention-dropout mask.  The probabilities P are recomputed
-in the backward, block by block, rather than kept: P is (B*H, N, N), the largest activation of a
-block, and recomputing it costs one small GEMM per head (PyTorch's fused attention does the same).  The qkv and output projections are ordinary linear layers in
+Normalising after the product with v divides an (N, Dh) result instead of the (N, N) matrix.
+Cache: q, k, v, the row max m and 1/l, the dropout mask and the output.  P is recomputed in the
+backward rather than kept: it is the largest activation of a block, and recomputing it costs one
+small GEMM per head (PyTorch's fused CPU attention does the same).  The backward uses
+sum_j P_ij dP_ij = dout_i . out_i (FlashAttention's identity, true with dropout too), so no
+(N, N) reduction is needed there.  The qkv and output projections are ordinary linear layers in
 the block.  Each (image, head) pair is independent, so the work is handed to ``backend.rowwise``
-over the B*H axis as many small matrix products.
+over the B*H axis, a few heads per block so the (N, N) scores stay in cache.
 """
 from typing import Any, NamedTuple
 
 from .dropout import dropout_mask
 
+# (image, head) pairs per block: two 197 x 197 float32 score matrices are 300 KiB, inside L2.
+_HEADS_PER_BLOCK = 2
+
 
 def softmax_forward(s, backend, inplace=False):
     """Softmax over the last axis; subtracting the row max keeps exp finite at logits of +-1000.
-    ``inplace=True`` overwrites ``s`` (attention passes its fresh score array)."""
+    ``inplace=True`` overwrites ``s``."""
     p = s if inplace else s.copy()
     p -= s.max(axis=-1, keepdims=True)
     backend.xp.exp(p, out=p)
@@ -36,7 +43,10 @@ class AttentionCache(NamedTuple):
     q: Any           # (B*H, N, Dh), already multiplied by scale
     k: Any           # (B*H, N, Dh)
     v: Any           # (B*H, N, Dh)
+    row_max: Any     # (B*H, N, 1)  m
+    inv_sum: Any     # (B*H, N, 1)  1 / l
     mask: Any        # (B*H, N, N) scaled keep-mask of attention dropout, or None
+    out: Any         # (B, N, H*Dh) the forward's result
     scale: float
     batch_heads: tuple  # (B, H)
     backend: Any
@@ -51,41 +61,58 @@ def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, d
     k = xp.ascontiguousarray(qkv[1]).reshape(B * H, N, Dh)
     v = xp.ascontiguousarray(qkv[2]).reshape(B * H, N, Dh)
     out = xp.empty((B * H, N, Dh), dtype=qkv.dtype)
+    row_max = xp.empty((B * H, N, 1), dtype=qkv.dtype)
+    inv_sum = xp.empty((B * H, N, 1), dtype=qkv.dtype)
     # Masks are drawn here, whole, so they do not depend on how the backend splits the work.
     mask = drop_mask.reshape(B * H, N, N) if drop_mask is not None else \
         dropout_mask((B * H, N, N), attn_drop, rng, backend, qkv.dtype)
 
-    def block(q_, k_, v_, out_, *mask_):
-        probs = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend, inplace=True)  # (b, N, N)
-        out_[...] = (probs * mask_[0] if mask_ else probs) @ v_
+    def block(q_, k_, v_, out_, m_, r_, *mask_):
+        e = q_ @ k_.swapaxes(-1, -2)                                         # scores (b, N, N)
+        xp.max(e, axis=-1, keepdims=True, out=m_)
+        e -= m_
+        xp.exp(e, out=e)                                                     # E
+        xp.sum(e, axis=-1, keepdims=True, out=r_)
+        xp.reciprocal(r_, out=r_)                                            # 1 / l
+        if mask_:
+            e *= mask_[0]
+        xp.matmul(e, v_, out=out_)
+        out_ *= r_
 
-    backend.rowwise(block, q, k, v, out, *(() if mask is None else (mask,)), small_gemms=True)
+    backend.rowwise(block, q, k, v, out, row_max, inv_sum, *(() if mask is None else (mask,)),
+                    block=_HEADS_PER_BLOCK)
     out = out.reshape(B, H, N, Dh).transpose(0, 2, 1, 3).reshape(B, N, H * Dh)  # (B, N, D)
-    return out, AttentionCache(q, k, v, mask, scale, (B, H), backend)
+    return out, AttentionCache(q, k, v, row_max, inv_sum, mask, out, scale, (B, H), backend)
 
 
 def attention_backward(dout, cache):
     """Returns dqkv (B, N, 3D)."""
-    q, k, v, mask, scale, (B, H), backend = cache
+    q, k, v, row_max, inv_sum, mask, out, scale, (B, H), backend = cache
     xp = backend.xp
     _, N, Dh = q.shape
-    dout = xp.ascontiguousarray(dout.reshape(B, N, H, Dh).transpose(0, 2, 1, 3)).reshape(B * H, N, Dh)
+    dout4 = dout.reshape(B, N, H, Dh)
+    # D_i = dout_i . out_i = sum_j P_ij dP_ij, per (image, head, token)
+    row_dot = (dout4 * out.reshape(B, N, H, Dh)).sum(axis=-1)               # (B, N, H)
+    row_dot = xp.ascontiguousarray(row_dot.transpose(0, 2, 1)).reshape(B * H, N, 1)
+    dout = xp.ascontiguousarray(dout4.transpose(0, 2, 1, 3)).reshape(B * H, N, Dh)
     dqkv = xp.empty((3, B * H, N, Dh), dtype=dout.dtype)
 
-    def block(q_, k_, v_, dout_, dq_, dk_, dv_, *mask_):
-        probs_ = softmax_forward(q_ @ k_.swapaxes(-1, -2), backend, inplace=True)  # recomputed
-        # out = dropped @ v
-        dropped = probs_ * mask_[0] if mask_ else probs_
-        dv_[...] = dropped.swapaxes(-1, -2) @ dout_
-        dprobs = dout_ @ v_.swapaxes(-1, -2)                                   # (b, N, N)
+    def block(q_, k_, v_, dout_, d_, m_, r_, dq_, dk_, dv_, *mask_):
+        e = q_ @ k_.swapaxes(-1, -2)                                         # recompute E
+        e -= m_
+        xp.exp(e, out=e)
+        dropped = e * mask_[0] if mask_ else e                               # l * dropout(P)
+        xp.matmul(dropped.swapaxes(-1, -2), dout_ * r_, out=dv_)             # dv = dropout(P)^T dout
+        g = dout_ @ v_.swapaxes(-1, -2)                                      # d dropout(P)
         if mask_:
-            dprobs *= mask_[0]
-        # probs = softmax(q k^T), q already scaled
-        ds = softmax_backward(dprobs, probs_)
-        dq_[...] = (ds @ k_) * scale
-        dk_[...] = ds.swapaxes(-1, -2) @ q_
+            g *= mask_[0]                                                    # dP
+        g -= d_
+        g *= e                                                               # dscores / (1/l)
+        xp.matmul(g, k_, out=dq_)
+        dq_ *= r_ * scale                                                    # q was scaled
+        xp.matmul(g.swapaxes(-1, -2), q_ * r_, out=dk_)
 
-    backend.rowwise(block, q, k, v, dout, dqkv[0], dqkv[1], dqkv[2],
-                    *(() if mask is None else (mask,)), small_gemms=True)
+    backend.rowwise(block, q, k, v, dout, row_dot, row_max, inv_sum, dqkv[0], dqkv[1], dqkv[2],
+                    *(() if mask is None else (mask,)), block=_HEADS_PER_BLOCK)
     dqkv = dqkv.reshape(3, B, H, N, Dh).transpose(1, 3, 0, 2, 4)             # (B, N, 3, H, Dh)
     return dqkv.reshape(B, N, 3 * H * Dh)

@@ -1,7 +1,9 @@
 """Linear layer: y = x @ weight.T + bias, PyTorch's layout (weight is (out, in)).
 
 Shapes: x (..., in) -> y (..., out).  Cache: the input (for dweight) and the weight (for dx).
-All leading axes are flattened so each product is one large 2-D GEMM.
+All leading axes are flattened so each product is one large 2-D GEMM, which ``backend.rowwise``
+shares out by rows: of x and dy for y and dx, of dy.T (one slice of output features per thread)
+for dweight and dbias, so no thread's result is a partial sum another must add to.
 """
 from typing import Any, NamedTuple
 
@@ -9,21 +11,40 @@ from typing import Any, NamedTuple
 class LinearCache(NamedTuple):
     x: Any       # (..., in)
     weight: Any  # (out, in)
+    backend: Any
 
 
-def linear_forward(x, weight, bias):
-    y = x.reshape(-1, x.shape[-1]) @ weight.T                      # (M, out)
-    if bias is not None:
-        y += bias
-    return y.reshape(*x.shape[:-1], weight.shape[0]), LinearCache(x, weight)
+def linear_forward(x, weight, bias, backend):
+    xp = backend.xp
+    x2 = x.reshape(-1, x.shape[-1])                                # (M, in)
+    y = xp.empty((x2.shape[0], weight.shape[0]), dtype=xp.result_type(x, weight))
+
+    def block(x_, y_):
+        xp.matmul(x_, weight.T, out=y_)
+        if bias is not None:
+            y_ += bias
+
+    backend.rowwise(block, x2, y)
+    return y.reshape(*x.shape[:-1], weight.shape[0]), LinearCache(x, weight, backend)
 
 
 def linear_backward(dy, cache):
     """Returns (dx, dweight, dbias)."""
-    x, weight = cache
+    x, weight, backend = cache
+    xp = backend.xp
     dy2 = dy.reshape(-1, dy.shape[-1])                             # (M, out)
     x2 = x.reshape(-1, x.shape[-1])                                # (M, in)
-    dx = (dy2 @ weight).reshape(x.shape)
-    dweight = dy2.T @ x2                                           # (out, in)
-    dbias = dy2.sum(axis=0)
-    return dx, dweight, dbias
+    dx = xp.empty((dy2.shape[0], weight.shape[1]), dtype=xp.result_type(dy, weight))
+    dweight = xp.empty(weight.shape, dtype=xp.result_type(dy, x))
+    dbias = xp.empty(weight.shape[0], dtype=dy.dtype)
+
+    def input_grad(dy_, dx_):
+        xp.matmul(dy_, weight, out=dx_)
+
+    def param_grads(dyt_, dw_, db_):                               # dyt_: (out slice, M)
+        xp.matmul(dyt_, x2, out=dw_)
+        dyt_.sum(axis=1, out=db_)
+
+    backend.rowwise(input_grad, dy2, dx)
+    backend.rowwise(param_grads, dy2.T, dweight, dbias)
+    return dx.reshape(x.shape), dweight, dbias

@@ -33,9 +33,9 @@ def unpatchify(patches, image_shape, patch):
     return x.reshape(B, C, H, W)
 
 
-def patch_embed_forward(x, weight, bias):
+def patch_embed_forward(x, weight, bias, backend):
     patch = weight.shape[2:]
-    tokens, lin = linear_forward(patchify(x, patch), weight.reshape(weight.shape[0], -1), bias)
+    tokens, lin = linear_forward(patchify(x, patch), weight.reshape(weight.shape[0], -1), bias, backend)
     return tokens, PatchEmbedCache(lin, x.shape, patch)                   # (B, gh*gw, D)
 
 
