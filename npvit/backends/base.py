@@ -11,8 +11,8 @@ class Backend:
     """An array module (``xp``) and the extras npvit needs beyond it.
 
     Extras: ``erf`` (NumPy has none), ``asarray`` that refuses arrays from another device,
-    ``to_numpy`` to bring results home, ``rng`` for reproducible dropout masks, ``gelu_exact`` /
-    ``gelu_exact_grad`` (plain here; fused kernels where a backend has them) and ``rowwise`` (how
+    ``to_numpy`` to bring results home, ``rng`` for reproducible dropout masks, ``gelu_exact``
+    (plain here; a fused kernel where a backend has one) and ``rowwise`` (how
     row-independent work is run).
     """
 
@@ -50,21 +50,17 @@ class Backend:
     def erf(self, x):
         raise NotImplementedError
 
-    def gelu_exact(self, x, out):
-        """out = 0.5 x (1 + erf(x / sqrt 2)); ``out`` may be ``x``.  The plain twin of the NumPy
-        backend's fused float32 kernel (tests compare the two)."""
-        cdf = self.erf(x * _INV_SQRT2)
-        cdf += 1.0
-        cdf *= 0.5
-        self.xp.multiply(x, cdf, out=out)
-
-    def gelu_exact_grad(self, x, dy, out):
-        """out = dy * (Phi(x) + x phi(x)), the exact GELU's backward."""
+    def gelu_exact(self, x, out, deriv=None):
+        """out = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)); ``out`` may be ``x``.  With ``deriv`` (an
+        array like ``x``) also GELU'(x) = Phi(x) + x phi(x) there, for the backward.  The plain
+        twin of the NumPy backend's fused float32 kernel (tests compare the two)."""
         cdf = self.erf(x * _INV_SQRT2)
         cdf += 1.0
         cdf *= 0.5                                                  # Phi(x)
-        pdf = self.xp.exp(-0.5 * x * x) * _INV_SQRT_2PI             # phi(x)
-        self.xp.multiply(dy, cdf + x * pdf, out=out)
+        if deriv is not None:
+            pdf = self.xp.exp(-0.5 * x * x) * _INV_SQRT_2PI         # phi(x)
+            self.xp.add(cdf, x * pdf, out=deriv)
+        self.xp.multiply(x, cdf, out=out)
 
     # --- execution extras --------------------------------------------------------------
     def rowwise(self, fn, *arrays, block=None):

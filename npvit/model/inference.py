@@ -44,7 +44,7 @@ def bias_gelu_rows(a, bias, kind, scratch, backend):
     a += bias
     s1, s2, s3 = (s[: a.shape[0]] for s in scratch)
     if kind == "exact":
-        backend.gelu_exact(a, a, (s1, s2, s3))  # the same kernel the op-by-op path uses
+        backend.gelu_exact(a, a, scratch=(s1, s2, s3))  # the same kernel the op-by-op path uses
         return
     # tanh form, in place: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
     np.multiply(a, a, out=s1)

@@ -211,12 +211,12 @@ class VisionTransformer:
         h, c = dropout_forward(h, cfg.drop_ratio, rng, self.backend)
         keep("pos_drop", c)
         for i in range(cfg.depth):
-            h = self._block_forward(i, h, rng, keep)
+            h = self._block_forward(i, h, rng, keep, caches is not None)
         h, c = layernorm_forward(h, p["norm.weight"], p["norm.bias"], cfg.norm_eps, self.backend)
         keep("norm", c)
         return h
 
-    def _block_forward(self, i, h, rng, keep):
+    def _block_forward(self, i, h, rng, keep, grad):
         cfg, p, b = self.config, self.params, f"blocks.{i}."
         drop_path = self._drop_path_rate(i)
         # attention branch
@@ -238,7 +238,7 @@ class VisionTransformer:
         keep(b + "norm2", c)
         m, c = linear_forward(m, p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"], self.backend)
         keep(b + "mlp.fc1", c)                                               # (B, N, hidden)
-        m, c = gelu_forward(m, cfg.gelu, self.backend)
+        m, c = gelu_forward(m, cfg.gelu, self.backend, keep_grad=grad)
         keep(b + "mlp.act", c)
         m, c = dropout_forward(m, cfg.drop_ratio, rng, self.backend)
         keep(b + "mlp.drop1", c)

@@ -4,7 +4,9 @@ GELU exact:  y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)),   dy/dx = Phi(x) + x 
 GELU tanh:   y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
 tanh:        y = tanh(x), dy/dx = 1 - y^2      (the representation layer ``pre_logits``)
 
-GELU caches its input (the derivative needs x); tanh caches its output (1 - y^2 needs only y).
+GELU's forward computes its derivative along with y (the two share erf's expensive exponential) and
+caches that instead of x, so its backward is one multiplication.  tanh caches its output (1 - y^2
+needs only y).
 """
 import math
 from typing import Any, NamedTuple
@@ -15,8 +17,7 @@ _TANH_C = 0.044715
 
 
 class GeluCache(NamedTuple):
-    x: Any
-    kind: str
+    deriv: Any   # GELU'(x), shaped like x
     backend: Any
 
 
@@ -24,44 +25,40 @@ class GeluCache(NamedTuple):
 _BLOCK_ROWS = 32
 
 
-def gelu_forward(x, kind, backend):
+def gelu_forward(x, kind, backend, keep_grad=True):
+    """y = GELU(x); with ``keep_grad=False`` the derivative is not computed and the cache is None."""
     if kind not in GELU_KINDS:
         raise ValueError(f"unknown GELU kind {kind!r}: expected one of {GELU_KINDS}")
-    y = backend.xp.empty_like(x)
-    rows = (x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])) if x.ndim > 1 else (x, y)
-    backend.rowwise(lambda xs, ys: _gelu(xs, kind, backend, ys), *rows, block=_BLOCK_ROWS)
-    return y, GeluCache(x, kind, backend)
+    xp = backend.xp
+    y = xp.empty_like(x)
+    deriv = xp.empty_like(x) if keep_grad else None
+    rows = [a.reshape(-1, a.shape[-1]) if x.ndim > 1 else a for a in (x, y, deriv) if a is not None]
+    backend.rowwise(lambda x_, y_, *d_: _gelu(x_, kind, backend, y_, *d_), *rows, block=_BLOCK_ROWS)
+    return y, (GeluCache(deriv, backend) if keep_grad else None)
 
 
 def gelu_backward(dy, cache):
-    x, kind, backend = cache
-    dx = backend.xp.empty_like(x)
-    flat = (lambda a: a.reshape(-1, a.shape[-1])) if x.ndim > 1 else (lambda a: a)
-    backend.rowwise(lambda xs, dys, dxs: _gelu_grad(xs, dys, kind, backend, dxs),
-                    flat(x), flat(dy), flat(dx), block=_BLOCK_ROWS)
+    deriv, backend = cache
+    dx = backend.xp.empty_like(deriv)
+    flat = (lambda a: a.reshape(-1, a.shape[-1])) if dx.ndim > 1 else (lambda a: a)
+    backend.rowwise(lambda dy_, d_, dx_: backend.xp.multiply(dy_, d_, out=dx_), flat(dy), flat(deriv), flat(dx))
     return dx
 
 
-def _gelu(x, kind, backend, out):
-    """out = GELU(x) for a block of rows."""
+def _gelu(x, kind, backend, out, deriv=None):
+    """out = GELU(x) (and deriv = GELU'(x) if given) for a block of rows."""
     if kind == "exact":
-        backend.gelu_exact(x, out)  # a fused kernel where the backend has one
+        backend.gelu_exact(x, out, deriv)  # a fused kernel where the backend has one
         return
-    out[...] = backend.xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * (x * x * x)))  # x*x*x: np.power is slow
-    out += 1.0
-    out *= x
-    out *= 0.5
-
-
-def _gelu_grad(x, dy, kind, backend, out):
-    """out = dy * GELU'(x) for a block of rows."""
-    if kind == "exact":
-        backend.gelu_exact_grad(x, dy, out)  # Phi(x) + x phi(x), fused where the backend can
-        return
+    xp = backend.xp
     x2 = x * x
-    t = backend.xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x2 * x))
-    out[...] = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x2)
-    out *= dy
+    t = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * (x2 * x)))                  # x*x*x: np.power is slow
+    if deriv is not None:
+        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x2)
+        deriv[...] = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+    t += 1.0
+    xp.multiply(t, x, out=out)
+    out *= 0.5
 
 
 class TanhCache(NamedTuple):
