@@ -232,7 +232,7 @@ class VisionTransformer:
         keep(b + "attn.proj_drop", c)
         a, c = drop_path_forward(a, drop_path, rng, self.backend)
         keep(b + "drop_path1", c)
-        h = h + a
+        h = self._residual_add(h, a)
         # MLP branch
         m, c = layernorm_forward(h, p[b + "norm2.weight"], p[b + "norm2.bias"], cfg.norm_eps, self.backend)
         keep(b + "norm2", c)
@@ -248,7 +248,7 @@ class VisionTransformer:
         keep(b + "mlp.drop2", c)
         m, c = drop_path_forward(m, drop_path, rng, self.backend)
         keep(b + "drop_path2", c)
-        return h + m
+        return self._residual_add(h, m)
 
     def _forward_head(self, h, train, caches):
         cfg, p = self.config, self.params
@@ -274,11 +274,13 @@ class VisionTransformer:
         return logits
 
     # --- backward ------------------------------------------------------------------------
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_grad=True):
         """Gradients of the last ``forward(..., grad=True)``: returns ``(dx, grads)``.
 
         ``dlogits`` has the shape of what forward returned (a pair for a distilled model in
-        training).  ``grads`` maps every state-dict name to its gradient.
+        training).  ``grads`` maps every state-dict name to its gradient.  ``input_grad=False``
+        skips the image gradient (``dx`` is then None), as PyTorch does for inputs that do not
+        require grad: training never needs it, and it costs one GEMM the size of the patch embed.
         """
         caches = self._caches
         if caches is None:
@@ -301,7 +303,7 @@ class VisionTransformer:
         if ddist is not None:
             grads["dist_token"] = ddist
         dx, grads["patch_embed.proj.weight"], grads["patch_embed.proj.bias"] = \
-            patch_embed_backward(dh, caches.pop("patch_embed"))
+            patch_embed_backward(dh, caches.pop("patch_embed"), input_grad)
         return dx, {n: grads[n] for n in self.params}  # in state_dict order
 
     def _backward_head(self, dlogits, caches, grads):
@@ -348,7 +350,7 @@ class VisionTransformer:
         dm = gelu_backward(dm, caches.pop(b + "mlp.act"))
         dm, grads[b + "mlp.fc1.weight"], grads[b + "mlp.fc1.bias"] = linear_backward(dm, caches.pop(b + "mlp.fc1"))
         dm, grads[b + "norm2.weight"], grads[b + "norm2.bias"] = layernorm_backward(dm, caches.pop(b + "norm2"))
-        dh = dh + dm                                                         # residual: gradients sum
+        dh = self._residual_add(dh, dm)                                      # residual: gradients sum
         # attention branch
         da = drop_path_backward(dh, caches.pop(b + "drop_path1"))
         da = dropout_backward(da, caches.pop(b + "attn.proj_drop"))
@@ -359,9 +361,20 @@ class VisionTransformer:
         if self.config.qkv_bias:
             grads[b + "attn.qkv.bias"] = dqkv_bias
         da, grads[b + "norm1.weight"], grads[b + "norm1.bias"] = layernorm_backward(da, caches.pop(b + "norm1"))
-        return dh + da                                                       # residual: gradients sum
+        return self._residual_add(dh, da)                                    # residual: gradients sum
 
     # --- helpers -------------------------------------------------------------------------
+    def _residual_add(self, h, branch):
+        """h + branch, written into h on the backend's threads.  Safe in place: the residual stream
+        (and its gradient) is referenced by nothing else once the branch has been computed (the
+        caches keep LayerNorm's xhat, not its input), and forward's own input is never h here."""
+        if not h.flags.c_contiguous:  # a reshape would copy, and the sum land in the copy
+            return h + branch
+        add = lambda h_, b_: self.backend.xp.add(h_, b_, out=h_)
+        M = h.size // h.shape[-1]
+        self.backend.rowwise(add, h.reshape(M, -1), branch.reshape(M, -1))
+        return h
+
     def _num_tokens(self):
         return self.config.num_patches + self.config.num_prefix_tokens
 

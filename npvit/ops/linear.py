@@ -28,23 +28,22 @@ def linear_forward(x, weight, bias, backend):
     return y.reshape(*x.shape[:-1], weight.shape[0]), LinearCache(x, weight, backend)
 
 
-def linear_backward(dy, cache):
-    """Returns (dx, dweight, dbias)."""
+def linear_backward(dy, cache, input_grad=True):
+    """Returns (dx, dweight, dbias); dx is None (and not computed) with ``input_grad=False``."""
     x, weight, backend = cache
     xp = backend.xp
     dy2 = dy.reshape(-1, dy.shape[-1])                             # (M, out)
     x2 = x.reshape(-1, x.shape[-1])                                # (M, in)
-    dx = xp.empty((dy2.shape[0], weight.shape[1]), dtype=xp.result_type(dy, weight))
     dweight = xp.empty(weight.shape, dtype=xp.result_type(dy, x))
     dbias = xp.empty(weight.shape[0], dtype=dy.dtype)
-
-    def input_grad(dy_, dx_):
-        xp.matmul(dy_, weight, out=dx_)
 
     def param_grads(dyt_, dw_, db_):                               # dyt_: (out slice, M)
         xp.matmul(dyt_, x2, out=dw_)
         dyt_.sum(axis=1, out=db_)
 
-    backend.rowwise(input_grad, dy2, dx)
     backend.rowwise(param_grads, dy2.T, dweight, dbias)
+    if not input_grad:
+        return None, dweight, dbias
+    dx = xp.empty((dy2.shape[0], weight.shape[1]), dtype=xp.result_type(dy, weight))
+    backend.rowwise(lambda dy_, dx_: xp.matmul(dy_, weight, out=dx_), dy2, dx)
     return dx.reshape(x.shape), dweight, dbias

@@ -39,8 +39,9 @@ def patch_embed_forward(x, weight, bias, backend):
     return tokens, PatchEmbedCache(lin, x.shape, patch)                   # (B, gh*gw, D)
 
 
-def patch_embed_backward(dtokens, cache):
-    """Returns (dx, dweight, dbias); dweight in the (D, C, ph, pw) conv layout."""
-    dpatches, dweight, dbias = linear_backward(dtokens, cache.linear)
-    dx = unpatchify(dpatches, cache.image_shape, cache.patch)
+def patch_embed_backward(dtokens, cache, input_grad=True):
+    """Returns (dx, dweight, dbias); dweight in the (D, C, ph, pw) conv layout.  With
+    ``input_grad=False`` dx is None and its GEMM is skipped."""
+    dpatches, dweight, dbias = linear_backward(dtokens, cache.linear, input_grad)
+    dx = unpatchify(dpatches, cache.image_shape, cache.patch) if input_grad else None
     return dx, dweight.reshape(dweight.shape[0], -1, *cache.patch), dbias

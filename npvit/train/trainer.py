@@ -219,7 +219,7 @@ def _train_step(model, opt, sched, scaler, transform, data, chunk, cfg, step, ep
         dout = tuple(d * weight for d in dout) if isinstance(dout, tuple) else dout * weight
         if scaler is not None:
             dout = scaler.scale(dout)
-        _, g = model.backward(dout)
+        _, g = model.backward(dout, input_grad=False)
         if grads is None:
             grads = {k: g[k] for k in opt.trainable}
         else:
