@@ -72,7 +72,7 @@ class OpenBlasThreads:
 
     def __init__(self):
         self._set = self._get = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a limit inside a limit (same thread) nests
         try:
             import numpy  # noqa: F401  (loads its BLAS so the library appears in the maps)
 

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..ops.attention import softmax_forward
+from ..ops.layernorm import normalize_rows
 from ..ops.patch_embed import patchify
 
 ROW_BLOCK = 32          # rows per elementwise block: 32 x 3072 float32 = 384 KiB, inside L2
@@ -26,15 +26,8 @@ CHUNK_ROWS = 256        # rows per single-threaded GEMM chunk (best of 64/128/25
 
 # --- elementwise kernels on a block of rows (called from the pool) --------------------------------
 def layernorm_rows(x, weight, bias, eps, out):
-    """out = LayerNorm(x) for a (rows, D) block."""
-    mean = x.mean(axis=1, keepdims=True)
-    np.subtract(x, mean, out=out)
-    var = np.einsum("ij,ij->i", out, out)[:, None]
-    var /= x.shape[1]
-    var += eps
-    np.sqrt(var, out=var)
-    np.reciprocal(var, out=var)
-    out *= var
+    """out = LayerNorm(x) for a (rows, D) block (the op's own normalisation kernel)."""
+    normalize_rows(x, eps, out, np)
     out *= weight
     out += bias
 
@@ -78,26 +71,36 @@ class InferenceEngine:
         m, cfg, p = self.model, self.model.config, self.model.params
         dtype = x.dtype
         B, N, D, hidden = x.shape[0], m._num_tokens(), cfg.embed_dim, cfg.mlp_hidden
-        M, n_prefix = B * N, cfg.num_prefix_tokens
-        h = np.empty((B, N, D), dtype)
-        # patch embedding straight into the token rows, prefix tokens before them
-        w = p["patch_embed.proj.weight"]
-        np.matmul(patchify(x, cfg.patch_size), w.reshape(D, -1).T, out=h[:, n_prefix:])
+        M = B * N
+        with self.blas.limit(1):  # never wake OpenBLAS's own threads: they would spin on the pool's cores
+            h2 = self._embed(x, B, N, D)
+            ln = np.empty((M, D), dtype)
+            qkv = np.empty((M, 3 * D), dtype)
+            att = np.empty((M, D), dtype)
+            mlp = np.empty((M, hidden), dtype)
+            for i in range(cfg.depth):
+                self._block(i, h2, ln, qkv, att, mlp, B, N)
+            out = np.empty_like(h2)
+            self._rows(lambda lo, hi: layernorm_rows(h2[lo:hi], p["norm.weight"], p["norm.bias"], cfg.norm_eps,
+                                                     out[lo:hi]), M)
+        return out.reshape(B, N, D)
+
+    def _embed(self, x, B, N, D):
+        """Token rows (B*N, D): patch embedding (its GEMM split by rows across the pool), prefix
+        tokens before the patches, plus the position embedding."""
+        p, cfg = self.model.params, self.model.config
+        n_prefix = cfg.num_prefix_tokens
+        patches = np.ascontiguousarray(patchify(x, cfg.patch_size)).reshape(B * (N - n_prefix), -1)
+        weight_t = p["patch_embed.proj.weight"].reshape(D, -1).T
+        tokens = np.empty((patches.shape[0], D), x.dtype)
+        self.pool.run(lambda lo, hi: np.matmul(patches[lo:hi], weight_t, out=tokens[lo:hi]), patches.shape[0])
+        h = np.empty((B, N, D), x.dtype)
+        h[:, n_prefix:] = tokens.reshape(B, N - n_prefix, D)
         h[:, n_prefix:] += p["patch_embed.proj.bias"]
         for i, name in enumerate(n for n in ("cls_token", "dist_token") if n in p):
             h[:, i] = p[name][0, 0]
         h += p["pos_embed"]
-        h2 = h.reshape(M, D)
-        ln = np.empty((M, D), dtype)
-        qkv = np.empty((M, 3 * D), dtype)
-        att = np.empty((M, D), dtype)
-        mlp = np.empty((M, hidden), dtype)
-        for i in range(cfg.depth):
-            self._block(i, h2, ln, qkv, att, mlp, B, N)
-        out = np.empty_like(h2)
-        self._rows(lambda lo, hi: layernorm_rows(h2[lo:hi], p["norm.weight"], p["norm.bias"], cfg.norm_eps,
-                                                 out[lo:hi]), M)
-        return out.reshape(B, N, D)
+        return h.reshape(B * N, D)
 
     def _block(self, i, h, ln, qkv, att, mlp, B, N):
         """One encoder block.  Each thread runs whole branches on its own chunk of rows with
@@ -130,10 +133,9 @@ class InferenceEngine:
                 np.matmul(m, p[b + "mlp.fc2.weight"].T, out=ln[s:e])
                 _add_bias_residual(h[s:e], ln[s:e], p[b + "mlp.fc2.bias"])
 
-        with self.blas.limit(1):
-            self.pool.run(pre_attention, M, min_rows=ROW_BLOCK)
-            self._attention_heads(qkv, att, B, N)
-            self.pool.run(post_attention, M, min_rows=ROW_BLOCK)
+        self.pool.run(pre_attention, M, min_rows=ROW_BLOCK)
+        self._attention_heads(qkv, att, B, N)
+        self.pool.run(post_attention, M, min_rows=ROW_BLOCK)
 
     def _attention_heads(self, qkv, out, B, N):
         """out (M, D) = softmax(q k^T * scale) v, per image and head, split across the pool; the
@@ -147,14 +149,16 @@ class InferenceEngine:
             s = np.empty((N, N), qkv.dtype)
             q = np.empty((N, Dh), qkv.dtype)
             o = np.empty((N, Dh), qkv.dtype)
+            ones = np.ones(N, qkv.dtype)
             for j in range(lo, hi):
                 bi, hi_ = divmod(j, H)
                 np.multiply(q5[bi, :, 0, hi_], scale, out=q)
                 np.matmul(q, q5[bi, :, 1, hi_].T, out=s)
-                softmax_forward(s, self.model.backend, inplace=True)
-                np.matmul(s, q5[bi, :, 2, hi_], out=o)
-                o4[bi, :, hi_] = o
-
+                s -= s.max(axis=1, keepdims=True)
+                np.exp(s, out=s)
+                row_sum = s @ ones
+                np.matmul(s, q5[bi, :, 2, hi_], out=o)                       # normalised after the
+                np.divide(o, row_sum[:, None], out=o4[bi, :, hi_])           # product, as the op does
         self.pool.run(heads, B * H)
 
 
