@@ -80,40 +80,47 @@ def erf_float32(x, out=None):
     return np.copysign(ax, x, out=out if out is not None else ax).astype(x.dtype, copy=False)
 
 
+# With z = |x| / sqrt 2, t = 1 / (1 + p z) = c u where u = 1 / (c + |x|) and c = sqrt 2 / p, so
+# 0.5 * poly(t) = sum_k (0.5 a_k c^k) u^k: the scaling of |x| folds into the coefficients.
+_AS_C = math.sqrt(2.0) / _AS_P
+_HALF_POLY_U = tuple(0.5 * a * _AS_C ** (k + 1) for k, a in enumerate(_AS_A))  # u^1 .. u^5
+
+
 def _half_erfc_parts(x, s1, s2, s3):
     """For a float32 block: s1 = |x|, s2 = exp(-x^2 / 2), s3 = q = 0.5 * erfc(|x| / sqrt 2), by the
     A&S 7.1.26 form erfc(z) = poly(t) exp(-z^2), t = 1 / (1 + p z), in place, no allocation."""
     np = numpy
     np.abs(x, out=s1)
-    np.multiply(s1, _AS_P / math.sqrt(2.0), out=s2)
-    s2 += 1.0
-    np.reciprocal(s2, out=s2)                                        # t
-    np.multiply(s2, 0.5 * _AS_A[4], out=s3)
-    for coef in _AS_A[3::-1]:
-        s3 += 0.5 * coef
-        s3 *= s2                                                     # 0.5 * poly(t), Horner
-    np.multiply(s1, s1, out=s2)
-    s2 *= -0.5
+    np.add(s1, _AS_C, out=s2)
+    np.divide(1.0, s2, out=s2)                                       # u (divide beats reciprocal)
+    np.multiply(s2, _HALF_POLY_U[4], out=s3)
+    for coef in _HALF_POLY_U[3::-1]:
+        s3 += coef
+        s3 *= s2                                                     # 0.5 * poly(t), Horner in u
+    np.multiply(s1, -0.5, out=s2)
+    s2 *= s1
     np.exp(s2, out=s2)                                               # exp(-x^2 / 2)
     s3 *= s2                                                         # q
 
 
 def gelu_exact_float32(x, out, scratch, deriv=None):
-    """out = GELU(x) = relu(x) - |x| q: one formula for both signs, no 1 + erf cancellation.
-    With ``deriv``, also GELU'(x) = Phi(x) + x phi(x), from the same q and exponential, where
-    Phi = 0.5 + sign(x) (0.5 - q): six more passes instead of a second evaluation in the backward."""
+    """out = GELU(x) = relu(x) - |x| q: one formula for both signs, no 1 + erf cancellation
+    (relu(x) = (x + |x|) / 2 is exact and cheaper than np.maximum).  With ``deriv``, also
+    GELU'(x) = Phi(x) + x phi(x) from the same q and exponential, where Phi = 0.5 + sign(x) (0.5 - q):
+    six more passes instead of a second evaluation in the backward."""
     np = numpy
     s1, s2, s3 = scratch
     _half_erfc_parts(x, s1, s2, s3)
-    np.multiply(s1, s3, out=s1)                                      # |x| q
     if deriv is not None:
-        np.subtract(0.5, s3, out=s3)
-        np.copysign(s3, x, out=s3)
-        s3 += 0.5                                                    # Phi(x)
-        s2 *= 1.0 / math.sqrt(2.0 * math.pi)
-        s2 *= x                                                      # x phi(x)
-        np.add(s3, s2, out=deriv)
-    np.maximum(x, 0.0, out=out)                                      # last: out may alias x
+        np.subtract(0.5, s3, out=deriv)
+        np.copysign(deriv, x, out=deriv)
+        deriv += 0.5                                                 # Phi(x)
+        s2 *= x
+        s2 *= 1.0 / math.sqrt(2.0 * math.pi)                         # x phi(x)
+        deriv += s2
+    np.add(x, s1, out=out)                                           # out may alias x: x is done
+    out *= 0.5                                                       # relu(x)
+    s1 *= s3                                                         # |x| q
     out -= s1
 
 
