@@ -22,23 +22,6 @@ from .dropout import dropout_mask
 _HEADS_PER_BLOCK = 2
 
 
-def softmax_forward(s, backend, inplace=False):
-    """Softmax over the last axis; subtracting the row max keeps exp finite at logits of +-1000.
-    ``inplace=True`` overwrites ``s``."""
-    p = s if inplace else s.copy()
-    p -= s.max(axis=-1, keepdims=True)
-    backend.xp.exp(p, out=p)
-    p *= 1.0 / p.sum(axis=-1, keepdims=True)
-    return p
-
-
-def softmax_backward(dp, p):
-    """ds = p * (dp - sum(dp * p)); a constant dp gives exactly zero, hence random dy in tests."""
-    ds = dp * p
-    ds -= p * ds.sum(axis=-1, keepdims=True)
-    return ds
-
-
 class AttentionCache(NamedTuple):
     q: Any           # (B*H, N, Dh), already multiplied by scale
     k: Any           # (B*H, N, Dh)
