@@ -124,6 +124,12 @@ def gelu_exact_float32(x, out, scratch, deriv=None):
     out -= s1
 
 
+# Arrays smaller than this (elements) are worked on by the calling thread: a round trip through the
+# pool costs tens of microseconds, more than a tiny model's ops take (measured: a 4-block, 32-wide
+# ViT's train step ran 2x slower when every op went through the pool).
+_INLINE_BELOW = 1 << 17
+
+
 class NumpyBackend(Backend):
     """NumPy, plus a thread pool and OpenBLAS thread control for the fast inference path."""
 
@@ -155,7 +161,10 @@ class NumpyBackend(Backend):
         # parallelism, and OpenBLAS's own workers, once woken, spin for ~0.1 s after each product
         # and would take the cores from the pool (measured: 2.9 s -> 2.3 s per S/16 train step).
         with self.blas.limit(1):
-            per_slice = self.pool.run(worker, n, min_rows=min_rows)
+            if arrays[0].size < _INLINE_BELOW:  # handing out the work would cost more than it takes
+                per_slice = [worker(0, n)]
+            else:
+                per_slice = self.pool.run(worker, n, min_rows=min_rows)
         return [r for results in per_slice for r in results]
 
     def erf(self, x):

@@ -18,8 +18,13 @@ from typing import Any, NamedTuple
 
 from .dropout import dropout_mask
 
-# (image, head) pairs per block: two 197 x 197 float32 score matrices are 300 KiB, inside L2.
-_HEADS_PER_BLOCK = 2
+# Score elements per block: two 197 x 197 float32 matrices, 300 KiB, inside L2.  Small images
+# get more heads per block, so a tiny model is not swamped by per-block overhead.
+_SCORES_PER_BLOCK = 2 * 197 * 197
+
+
+def _heads_per_block(N):
+    return max(1, _SCORES_PER_BLOCK // (N * N))
 
 
 class AttentionCache(NamedTuple):
@@ -63,7 +68,7 @@ def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, d
         out_ *= r_
 
     backend.rowwise(block, q, k, v, out, row_max, inv_sum, *(() if mask is None else (mask,)),
-                    block=_HEADS_PER_BLOCK)
+                    block=_heads_per_block(N))
     out = out.reshape(B, H, N, Dh).transpose(0, 2, 1, 3).reshape(B, N, H * Dh)  # (B, N, D)
     return out, AttentionCache(q, k, v, row_max, inv_sum, mask, out, scale, (B, H), backend)
 
@@ -96,6 +101,6 @@ def attention_backward(dout, cache):
         xp.matmul(g.swapaxes(-1, -2), q_ * r_, out=dk_)
 
     backend.rowwise(block, q, k, v, dout, row_dot, row_max, inv_sum, dqkv[0], dqkv[1], dqkv[2],
-                    *(() if mask is None else (mask,)), block=_HEADS_PER_BLOCK)
+                    *(() if mask is None else (mask,)), block=_heads_per_block(N))
     dqkv = dqkv.reshape(3, B, H, N, Dh).transpose(1, 3, 0, 2, 4)             # (B, N, 3, H, Dh)
     return dqkv.reshape(B, N, 3 * H * Dh)
