@@ -91,12 +91,15 @@ def test_row_pool_covers_every_row_once_and_reraises():
 def test_rowwise_gradients_are_bit_identical_for_any_thread_count():
     """LayerNorm's parameter gradients are sums over row blocks: the result must not depend on how
     many threads ran them or in which order they finished (resume-equivalence relies on it)."""
+    from npvit.backends import numpy_backend
     from npvit.backends.numpy_backend import NumpyBackend
     from npvit.ops.layernorm import layernorm_backward, layernorm_forward
 
     rng = np.random.default_rng(0)
-    x, dy = rng.standard_normal((1000, 48)).astype(np.float32), rng.standard_normal((1000, 48)).astype(np.float32)
-    w, b = rng.standard_normal(48).astype(np.float32), rng.standard_normal(48).astype(np.float32)
+    # big enough to go through the pool (small arrays stay on the calling thread)
+    x, dy = rng.standard_normal((3000, 64)).astype(np.float32), rng.standard_normal((3000, 64)).astype(np.float32)
+    w, b = rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    assert x.size >= numpy_backend._INLINE_BELOW
     results = []
     for threads in (1, 2, 3, 2):
         be = NumpyBackend()
