@@ -62,7 +62,7 @@ def add_parser(subparsers):
     p.add_argument("--keep-pre-logits", action="store_true", help="keep a checkpoint's representation layer")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
-    p.add_argument("--threads", type=int, help="OpenBLAS threads while training (1 suits tiny models)")
+    p.add_argument("--threads", type=int, help="OpenBLAS threads for the loop's other NumPy work (the model's ops use NPVIT_NUM_THREADS)")
     p.add_argument("--export", metavar="PATH", help="also write the final model here (npvit .npz)")
     p.add_argument("--export-dtype", default="float32", choices=("float16", "float32", "float64"),
                    help="storage dtype of --export (float16 halves the file)")

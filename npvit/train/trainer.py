@@ -113,8 +113,10 @@ def train(model, train_data, eval_data=None, config=None, *, out=None, resume=Fa
     ``config``: a TrainConfig (``overrides`` are its fields).  ``out``: a folder for checkpoints
     and metrics (none written without it).  ``resume``: continue from ``out/checkpoint.npz``.
     ``stop_after``: return after this many epochs of this call, as if interrupted (resume later).
-    ``blas_threads``: cap OpenBLAS's threads while training; 1 is several times faster for tiny
-    models on a busy machine (their matrix products are too small to share out).
+    ``blas_threads``: cap OpenBLAS's threads while training.  The model's own products already run
+    on npvit's threads (``NPVIT_NUM_THREADS``) with OpenBLAS at one thread; the cap is for the rest
+    of the loop's NumPy work (augmentation), whose threaded products leave OpenBLAS workers
+    spinning into the next step.
     """
     if blas_threads is None:
         return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides)
