@@ -44,13 +44,20 @@ def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, d
     xp = backend.xp
     B, N, three_d = qkv.shape
     H, Dh = num_heads, three_d // (3 * num_heads)
-    qkv = qkv.reshape(B, N, 3, H, Dh).transpose(2, 0, 3, 1, 4)              # (3, B, H, N, Dh)
-    q = (qkv[0] * scale).reshape(B * H, N, Dh)
-    k = xp.ascontiguousarray(qkv[1]).reshape(B * H, N, Dh)
-    v = xp.ascontiguousarray(qkv[2]).reshape(B * H, N, Dh)
+    q, k, v = (xp.empty((B, H, N, Dh), dtype=qkv.dtype) for _ in range(3))
+
+    def split_heads(qkv_, q_, k_, v_):                                       # a few images
+        qkv_ = qkv_.reshape(-1, N, 3, H, Dh).transpose(2, 0, 3, 1, 4)         # (3, b, H, N, Dh)
+        xp.multiply(qkv_[0], scale, out=q_)
+        k_[...] = qkv_[1]
+        v_[...] = qkv_[2]
+
+    backend.rowwise(split_heads, qkv, q, k, v, block=1)
+    q, k, v = (a.reshape(B * H, N, Dh) for a in (q, k, v))
     out = xp.empty((B * H, N, Dh), dtype=qkv.dtype)
     row_max = xp.empty((B * H, N, 1), dtype=qkv.dtype)
     inv_sum = xp.empty((B * H, N, 1), dtype=qkv.dtype)
+    ones = xp.ones((N, 1), dtype=qkv.dtype)
     # Masks are drawn here, whole, so they do not depend on how the backend splits the work.
     mask = drop_mask.reshape(B * H, N, N) if drop_mask is not None else \
         dropout_mask((B * H, N, N), attn_drop, rng, backend, qkv.dtype)
@@ -60,7 +67,7 @@ def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, d
         xp.max(e, axis=-1, keepdims=True, out=m_)
         e -= m_
         xp.exp(e, out=e)                                                     # E
-        xp.sum(e, axis=-1, keepdims=True, out=r_)
+        xp.matmul(e, ones, out=r_)                                           # row sums (a GEMV)
         xp.reciprocal(r_, out=r_)                                            # 1 / l
         if mask_:
             e *= mask_[0]
