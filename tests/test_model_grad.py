@@ -24,7 +24,10 @@ def small_configs(draw):
         img_size=(ph * draw(st.integers(1, 3)), pw * draw(st.integers(1, 3))),
         patch_size=(ph, pw), in_c=draw(st.integers(1, 3)),
         num_classes=draw(st.integers(1, 5)) if distilled else draw(st.integers(0, 5)),
-        embed_dim=heads * draw(st.integers(1, 4)), depth=draw(st.integers(1, 2)), num_heads=heads,
+        # At least 4 features per LayerNorm row: with 2, a row whose two values nearly agree sits
+        # where LayerNorm's curvature is huge and the central difference's O(eps^2) error alone
+        # exceeds the tolerance (seen: 6e-6 relative at eps 1e-6, shrinking 100x per 10x in eps).
+        embed_dim=heads * draw(st.integers(-(-4 // heads), 5)), depth=draw(st.integers(1, 2)), num_heads=heads,
         mlp_ratio=draw(st.sampled_from([1.0, 2.0, 1.5])), qkv_bias=draw(st.booleans()),
         qk_scale=draw(st.sampled_from([None, 0.7])),
         representation_size=None if distilled else draw(st.sampled_from([None, 5])),
