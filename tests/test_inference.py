@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import npvit
 from conftest import randomize_params
-from npvit.backends.parallel import OpenBlasThreads, RowPool
+from npvit.backends.parallel import RowPool
 from npvit.model.inference import bias_gelu_rows, layernorm_rows
 
 
@@ -109,16 +109,6 @@ def test_rowwise_gradients_are_bit_identical_for_any_thread_count():
     for other in results[1:]:
         for a, c in zip(results[0], other):
             np.testing.assert_array_equal(a, c)
-
-
-def test_openblas_thread_limit_is_restored():
-    blas = OpenBlasThreads()
-    if not blas.available:
-        pytest.skip("NumPy here does not use OpenBLAS")
-    before = blas._get()
-    with blas.limit(1):
-        assert blas._get() == 1
-    assert blas._get() == before
 
 
 def test_fused_float32_gelu_kernels_against_the_plain_twins():

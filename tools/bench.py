@@ -10,6 +10,11 @@ a short pause before each so spinning BLAS/OpenMP workers go idle.  The ratio is
 the median over rounds is reported.  Peak memory is measured in a fresh process per framework and
 case (peak RSS of the run above the RSS before the model was built; weights included for both).
 The matmul floor is the model's GEMM FLOPs divided by the GEMM rate measured in this run.
+
+NumPy's speed depends on the kernel family OpenBLAS runs, printed in the header.  OpenBLAS picks it
+from the CPU unless OPENBLAS_CORETYPE forces one; some machines set that variable (and
+OPENBLAS_L2_SIZE) for older OpenBLAS builds, which slows a current NumPy.  To measure what a user's
+NumPy does, unset both for this command alone:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...
 """
 import argparse
 import json
@@ -219,8 +224,11 @@ def main():
     cases = args.cases or (["B/16 fwd b1", "S/16 train b8"] if args.quick else list(CASES))
     rounds = 3 if args.quick else args.rounds
     rate = measure_gemm_rate(backend)
-    print(f"npvit {npvit.__version__} on {args.backend}, {THREADS} threads; numpy {np.__version__}; "
-          f"GEMM rate measured now: {rate / 1e9:.0f} GFLOP/s; import npvit: {import_time() * 1e3:.0f} ms")
+    forced = {v: os.environ[v] for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ}
+    kernel = getattr(getattr(backend, "blas", None), "corename", None)
+    print(f"npvit {npvit.__version__} on {args.backend}, {THREADS} threads; numpy {np.__version__}"
+          + (f" (OpenBLAS kernels: {kernel}{', forced by ' + str(forced) if forced else ''})" if kernel else "")
+          + f"; GEMM rate measured now: {rate / 1e9:.0f} GFLOP/s; import npvit: {import_time() * 1e3:.0f} ms")
     header = f"{'case':<15}{'npvit ms':>10}{'torch ms':>10}{'ratio':>8}{'floor ms':>10}{'% floor':>9}"
     if not args.no_memory:
         header += f"{'npvit MiB':>11}{'torch MiB':>11}"

@@ -131,16 +131,17 @@ _INLINE_BELOW = 1 << 17
 
 
 class NumpyBackend(Backend):
-    """NumPy, plus a thread pool and OpenBLAS thread control for the fast inference path."""
+    """NumPy, plus a thread pool and control of OpenBLAS's threads."""
 
     name = "numpy"
     xp = numpy
 
     def __init__(self):
-        from .parallel import OpenBlasThreads, RowPool
+        from .openblas import OpenBlas
+        from .parallel import RowPool
 
         self.pool = RowPool()
-        self.blas = OpenBlasThreads()
+        self.blas = OpenBlas()
 
     def to_numpy(self, x):
         return numpy.asarray(x)

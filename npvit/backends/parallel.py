@@ -1,4 +1,4 @@
-"""Using every core from NumPy: a row-splitting thread pool and control of OpenBLAS's own threads.
+"""Using every core from NumPy: a row-splitting thread pool.
 
 NumPy's ufuncs run on one core, but they release the GIL, so splitting an array's rows between a few
 Python threads runs them on all cores.  Matrix products are split the same way, each thread calling
@@ -8,8 +8,6 @@ pool's elementwise work needs.
 
 The thread count is ``NPVIT_NUM_THREADS`` if set, else the CPUs this process may use.
 """
-import contextlib
-import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -57,54 +55,3 @@ class RowPool:
             return [fn(*slices[0])]
         futures = [self._pool().submit(fn, lo, hi) for lo, hi in slices]
         return [f.result() for f in futures]  # re-raises a worker's exception here
-
-
-class OpenBlasThreads:
-    """Set OpenBLAS's thread count at run time (what threadpoolctl does), when NumPy uses OpenBLAS.
-
-    With any other BLAS this does nothing: ``available`` is False and ``limit`` is a no-op.
-    """
-
-    _SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-                ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-                ("openblas_set_num_threads", "openblas_get_num_threads"))
-
-    def __init__(self):
-        self._set = self._get = None
-        self._lock = threading.RLock()  # a limit inside a limit (same thread) nests
-        try:
-            import numpy  # noqa: F401  (loads its BLAS so the library appears in the maps)
-
-            with open("/proc/self/maps") as maps:
-                paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
-        except OSError:
-            paths = []
-        for path in paths:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for set_name, get_name in self._SYMBOLS:
-                if hasattr(lib, set_name) and hasattr(lib, get_name):
-                    self._set, self._get = getattr(lib, set_name), getattr(lib, get_name)
-                    self._set.argtypes, self._get.restype = [ctypes.c_int], ctypes.c_int
-                    return
-
-    @property
-    def available(self):
-        return self._set is not None
-
-    @contextlib.contextmanager
-    def limit(self, n):
-        """Within the block OpenBLAS uses at most ``n`` threads (restored afterwards)."""
-        if not self.available:
-            yield
-            return
-        with self._lock:
-            before = self._get()
-            self._set(min(n, before))
-            try:
-                yield
-            finally:
-                self._set(before)

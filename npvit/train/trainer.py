@@ -120,8 +120,8 @@ def train(model, train_data, eval_data=None, config=None, *, out=None, resume=Fa
     """
     if blas_threads is None:
         return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides)
-    from ..backends.parallel import OpenBlasThreads
-    with OpenBlasThreads().limit(int(blas_threads)):
+    from ..backends.openblas import OpenBlas
+    with OpenBlas().limit(int(blas_threads)):
         return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides)
 
 
