@@ -49,6 +49,26 @@ def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
                                rtol=tol * 10, atol=tol * 10)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("group_rows", [1, 30, 1 << 20])
+def test_every_way_of_sharing_the_batch_gives_the_reference_features(monkeypatch, threads, group_rows):
+    """Whole images per thread in groups of every size (one image per group, a few, all of them),
+    plus the images left over for the row-split path, for batches that do and do not divide."""
+    from npvit.backends.numpy_backend import NumpyBackend
+    from npvit.model import inference
+
+    monkeypatch.setattr(inference, "GROUP_ROWS", group_rows)
+    be = NumpyBackend()
+    be.pool = RowPool(threads)
+    cfg = npvit.ViTConfig(img_size=12, patch_size=4, embed_dim=8, depth=2, num_heads=2, num_classes=3)
+    model = npvit.VisionTransformer(cfg, dtype="float64", backend=be, seed=1)
+    randomize_params(model, 1, scale=0.3)
+    for batch in (1, 2, 3, 5, 7):
+        x = model._check_input(np.random.default_rng(batch).standard_normal((batch, 3, 12, 12)))
+        fast = inference.InferenceEngine(model).features(x)
+        np.testing.assert_allclose(fast, model._forward_features(x, None, None), rtol=1e-12, atol=1e-12)
+
+
 def test_fused_gelu_and_layernorm_kernels_against_their_plain_twins():
     from npvit.backends import get_backend
     from npvit.ops.activations import gelu_forward

@@ -3,15 +3,23 @@
 What it does differently from ``VisionTransformer._forward_features`` (the reference, which the tests
 compare this against):
 
-* no caches, and every intermediate lives in one of six preallocated (M, .) buffers, M = B * N;
-* elementwise work (LayerNorm, bias + GELU, bias + residual) runs on all cores, in row blocks that
-  stay in cache, fusing what the reference does in separate passes;
-* GELU runs in place, through the backend's fused kernel (the one the op-by-op path uses too);
-* each thread runs a block's branches on its own chunk of rows with OpenBLAS set to one thread
-  (LayerNorm -> qkv GEMM; proj GEMM -> residual -> LayerNorm -> fc1 GEMM -> bias+GELU -> fc2 GEMM
-  -> residual), so GEMM outputs are consumed while still in cache;
-* attention runs head by head on the pool, scores in a small per-thread (N, N) scratch instead of a
-  (B, H, N, N) array.
+* no caches, and every intermediate lives in one of a few preallocated (rows, .) buffers;
+* elementwise work (LayerNorm, bias + GELU, bias + residual) runs in row blocks that stay in cache,
+  fusing what the reference does in separate passes; GELU runs in place, through the backend's fused
+  kernel (the one the op-by-op path uses too);
+* attention runs head by head, scores in a small (N, N) scratch instead of a (B, H, N, N) array;
+* OpenBLAS stays at one thread: npvit's pool is the parallelism.
+
+How the threads share the work:
+
+* **whole images** (the first ``threads * (B // threads)`` images): each thread runs the entire
+  network on its own share of the batch, a group of about ``GROUP_ROWS`` token rows at a time.
+  Threads never wait for each other, and every product has ~1000 rows: single-threaded OpenBLAS
+  runs fc1 at ~270 GFLOP/s on 2 cores' worth of 256-row chunks but ~370 on 1000-row groups
+  (measured on this project's Zen 5 machine, 2 threads, AVX-512 kernels).
+* **rows of an image** (the ``B mod threads`` images left over, so batch 1 too): each block's stages
+  are split across the pool, token rows for LayerNorm and the products, (image, head) pairs for
+  attention.
 """
 import math
 
@@ -21,7 +29,7 @@ from ..ops.layernorm import normalize_rows
 from ..ops.patch_embed import patchify
 
 ROW_BLOCK = 32          # rows per elementwise block: 32 x 3072 float32 = 384 KiB, inside L2
-CHUNK_ROWS = 256        # rows per single-threaded GEMM chunk (best of 64/128/256/512 measured)
+GROUP_ROWS = 1024       # token rows a thread takes through the network at once (whole images)
 
 
 # --- elementwise kernels on a block of rows (called from the pool) --------------------------------
@@ -59,61 +67,81 @@ class InferenceEngine:
         self.pool = model.backend.pool
         self.blas = model.backend.blas
 
-    def _rows(self, fn, n):
-        """Run fn(lo, hi) over ``n`` rows in cache-sized blocks spread across the pool."""
+    def features(self, x):
+        """Final-norm token features (B, N, D), as ``_forward_features`` in eval mode."""
+        B, N, D = x.shape[0], self.model._num_tokens(), self.model.config.embed_dim
+        out = np.empty((B, N, D), x.dtype)
+        threads = self.pool.num_threads
+        whole = threads * (B // threads)                   # images that go whole to a thread
+        with self.blas.limit(1):  # never wake OpenBLAS's own threads: they would spin on the pool's cores
+            if whole:
+                self.pool.run(lambda lo, hi: self._share(x[lo:hi], out[lo:hi]), whole, min_rows=whole // threads)
+            if whole < B:
+                self._images(x[whole:], out[whole:], self.pool.run, self._buffers(B - whole, N, x.dtype))
+        return out
+
+    def _share(self, x, out):
+        """One thread's images, a group of about GROUP_ROWS token rows at a time, on this thread only."""
+        B, N = x.shape[0], self.model._num_tokens()
+        groups = min(B, -(-B * N // GROUP_ROWS))                      # as few groups as fit ...
+        bounds = [B * g // groups for g in range(groups + 1)]         # ... of near-equal size
+        buffers = self._buffers(-(-B // groups), N, x.dtype)          # reused by every group
+        for lo, hi in zip(bounds, bounds[1:]):
+            self._images(x[lo:hi], out[lo:hi], _on_this_thread, buffers)
+
+    def _buffers(self, B, N, dtype):
+        """Room for B images' activations: residual stream, LayerNorm out, qkv, attention, MLP."""
+        cfg, M = self.model.config, B * N
+        D = cfg.embed_dim
+        return [np.empty((M, width), dtype) for width in (D, D, 3 * D, D, cfg.mlp_hidden)]
+
+    def _images(self, x, out, run, buffers):
+        """Features of images ``x`` into ``out`` (B, N, D); ``run(fn, n, min_rows)`` calls
+        fn(lo, hi) over slices of range(n), on the pool or on this thread."""
+        cfg, p = self.model.config, self.model.params
+        B, N = x.shape[0], self.model._num_tokens()
+        M = B * N
+        h, ln, qkv, att, mlp = (b[:M] for b in buffers)
+        self._embed(x, h, run)
+        for i in range(cfg.depth):
+            self._block(i, h, ln, qkv, att, mlp, B, N, run)
+        final = out.reshape(M, -1)
+        self._rows(lambda lo, hi: layernorm_rows(h[lo:hi], p["norm.weight"], p["norm.bias"], cfg.norm_eps,
+                                                 final[lo:hi]), M, run)
+
+    def _rows(self, fn, n, run):
+        """Run fn(lo, hi) over ``n`` rows in cache-sized blocks, through ``run``."""
         def worker(lo, hi):
             for s in range(lo, hi, ROW_BLOCK):
                 fn(s, min(s + ROW_BLOCK, hi))
-        self.pool.run(worker, n, min_rows=ROW_BLOCK)
+        run(worker, n, min_rows=ROW_BLOCK)
 
-    def features(self, x):
-        """Final-norm token features (B, N, D), as ``_forward_features`` in eval mode."""
-        m, cfg, p = self.model, self.model.config, self.model.params
-        dtype = x.dtype
-        B, N, D, hidden = x.shape[0], m._num_tokens(), cfg.embed_dim, cfg.mlp_hidden
-        M = B * N
-        with self.blas.limit(1):  # never wake OpenBLAS's own threads: they would spin on the pool's cores
-            h2 = self._embed(x, B, N, D)
-            ln = np.empty((M, D), dtype)
-            qkv = np.empty((M, 3 * D), dtype)
-            att = np.empty((M, D), dtype)
-            mlp = np.empty((M, hidden), dtype)
-            for i in range(cfg.depth):
-                self._block(i, h2, ln, qkv, att, mlp, B, N)
-            out = np.empty_like(h2)
-            self._rows(lambda lo, hi: layernorm_rows(h2[lo:hi], p["norm.weight"], p["norm.bias"], cfg.norm_eps,
-                                                     out[lo:hi]), M)
-        return out.reshape(B, N, D)
-
-    def _embed(self, x, B, N, D):
-        """Token rows (B*N, D): patch embedding (its GEMM split by rows across the pool), prefix
-        tokens before the patches, plus the position embedding."""
+    def _embed(self, x, h, run):
+        """Token rows h (B*N, D): patch embedding, prefix tokens before the patches, plus the
+        position embedding."""
         p, cfg = self.model.params, self.model.config
-        n_prefix = cfg.num_prefix_tokens
-        patches = np.ascontiguousarray(patchify(x, cfg.patch_size)).reshape(B * (N - n_prefix), -1)
+        B, n_prefix, D = x.shape[0], cfg.num_prefix_tokens, cfg.embed_dim
+        patches = np.ascontiguousarray(patchify(x, cfg.patch_size)).reshape(-1, patches_width(cfg))
         weight_t = p["patch_embed.proj.weight"].reshape(D, -1).T
         tokens = np.empty((patches.shape[0], D), x.dtype)
-        self.pool.run(lambda lo, hi: np.matmul(patches[lo:hi], weight_t, out=tokens[lo:hi]), patches.shape[0])
-        h = np.empty((B, N, D), x.dtype)
-        h[:, n_prefix:] = tokens.reshape(B, N - n_prefix, D)
-        h[:, n_prefix:] += p["patch_embed.proj.bias"]
+        run(lambda lo, hi: np.matmul(patches[lo:hi], weight_t, out=tokens[lo:hi]), patches.shape[0], min_rows=1)
+        h3 = h.reshape(B, -1, D)
+        h3[:, n_prefix:] = tokens.reshape(B, -1, D)
+        h3[:, n_prefix:] += p["patch_embed.proj.bias"]
         for i, name in enumerate(n for n in ("cls_token", "dist_token") if n in p):
-            h[:, i] = p[name][0, 0]
-        h += p["pos_embed"]
-        return h.reshape(B * N, D)
+            h3[:, i] = p[name][0, 0]
+        h3 += p["pos_embed"]
 
-    def _block(self, i, h, ln, qkv, att, mlp, B, N):
-        """One encoder block.  Each thread runs whole branches on its own chunk of rows with
-        single-threaded BLAS, so a GEMM's output is still in cache for the elementwise work after it
-        (measured paired against whole-array GEMMs on OpenBLAS's threads: 0.92x time at batch 1,
-        0.96x at batch 32)."""
+    def _block(self, i, h, ln, qkv, att, mlp, B, N, run):
+        """One encoder block in three stages (LayerNorm + qkv; attention; the rest), each run through
+        ``run``: a slice of rows goes through LayerNorm, product and elementwise work in one call."""
         cfg, p, b = self.model.config, self.model.params, f"blocks.{i}."
         eps, M, hidden = cfg.norm_eps, h.shape[0], mlp.shape[1]
         qkv_w, qkv_b = p[b + "attn.qkv.weight"].T, p.get(b + "attn.qkv.bias")
 
         def pre_attention(lo, hi):
-            for s in range(lo, hi, CHUNK_ROWS):
-                e = min(s + CHUNK_ROWS, hi)
+            for s in range(lo, hi, GROUP_ROWS):
+                e = min(s + GROUP_ROWS, hi)
                 layernorm_rows(h[s:e], p[b + "norm1.weight"], p[b + "norm1.bias"], eps, ln[s:e])
                 np.matmul(ln[s:e], qkv_w, out=qkv[s:e])
                 if qkv_b is not None:
@@ -121,8 +149,8 @@ class InferenceEngine:
 
         def post_attention(lo, hi):
             tmp = [np.empty((ROW_BLOCK, hidden), h.dtype) for _ in range(3)]
-            for s in range(lo, hi, CHUNK_ROWS):
-                e = min(s + CHUNK_ROWS, hi)
+            for s in range(lo, hi, GROUP_ROWS):
+                e = min(s + GROUP_ROWS, hi)
                 np.matmul(att[s:e], p[b + "attn.proj.weight"].T, out=ln[s:e])
                 _add_bias_residual(h[s:e], ln[s:e], p[b + "attn.proj.bias"])
                 layernorm_rows(h[s:e], p[b + "norm2.weight"], p[b + "norm2.bias"], eps, ln[s:e])
@@ -133,13 +161,13 @@ class InferenceEngine:
                 np.matmul(m, p[b + "mlp.fc2.weight"].T, out=ln[s:e])
                 _add_bias_residual(h[s:e], ln[s:e], p[b + "mlp.fc2.bias"])
 
-        self.pool.run(pre_attention, M, min_rows=ROW_BLOCK)
-        self._attention_heads(qkv, att, B, N)
-        self.pool.run(post_attention, M, min_rows=ROW_BLOCK)
+        run(pre_attention, M, min_rows=ROW_BLOCK)
+        self._attention_heads(qkv, att, B, N, run)
+        run(post_attention, M, min_rows=ROW_BLOCK)
 
-    def _attention_heads(self, qkv, out, B, N):
-        """out (M, D) = softmax(q k^T * scale) v, per image and head, split across the pool; the
-        caller holds OpenBLAS at one thread.  Scores live in a per-thread (N, N) scratch."""
+    def _attention_heads(self, qkv, out, B, N, run):
+        """out (M, D) = softmax(q k^T * scale) v, per image and head, (image, head) pairs split
+        through ``run``.  Scores live in an (N, N) scratch per call."""
         cfg = self.model.config
         H, Dh, scale = cfg.num_heads, cfg.head_dim, cfg.scale
         q5 = qkv.reshape(B, N, 3, H, Dh)
@@ -159,7 +187,16 @@ class InferenceEngine:
                 row_sum = s @ ones
                 np.matmul(s, q5[bi, :, 2, hi_], out=o)                       # normalised after the
                 np.divide(o, row_sum[:, None], out=o4[bi, :, hi_])           # product, as the op does
-        self.pool.run(heads, B * H)
+        run(heads, B * H, min_rows=1)
+
+
+def _on_this_thread(fn, n, min_rows=1):
+    """The ``run`` of a thread that owns its images: the whole range in one call."""
+    fn(0, n)
+
+
+def patches_width(cfg):
+    return cfg.in_c * cfg.patch_size[0] * cfg.patch_size[1]
 
 
 def _add_bias_residual(h, y, bias):
