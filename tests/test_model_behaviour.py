@@ -64,6 +64,36 @@ def test_init_is_reproducible_from_seed_and_follows_the_seed_recipe(backend):
     assert abs(p["patch_embed.proj.weight"].std() - np.sqrt(2 / fan_out)) < 0.002
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 30])
+def test_init_draws_do_not_depend_on_the_slice_size_or_dtype(monkeypatch, chunk):
+    """Weights are drawn a slice at a time (no float64 copy of a big weight in a float32 build): the
+    values must be those of one whole float64 draw, out-of-range redraws included (std 1 with
+    bounds +-2 redraws ~5% of the entries), rounded to the model's dtype."""
+    from npvit.model import init
+
+    def whole_draw(rng, shape, std, lo=-2.0, hi=2.0):
+        out = rng.normal(0.0, std, size=shape)
+        bad = (out < lo) | (out > hi)
+        while bad.any():
+            out[bad] = rng.normal(0.0, std, size=int(bad.sum()))
+            bad = (out < lo) | (out > hi)
+        return out
+
+    monkeypatch.setattr(init, "_DRAW_CHUNK", chunk)
+    for shape in ((50, 41), (3,), (0, 2)):
+        want = whole_draw(np.random.default_rng(4), shape, 1.0)
+        np.testing.assert_array_equal(init.trunc_normal(np.random.default_rng(4), shape, 1.0), want)
+        got32 = init.trunc_normal(np.random.default_rng(4), shape, 1.0, dtype=np.float32)
+        assert got32.dtype == np.float32
+        np.testing.assert_array_equal(got32, want.astype(np.float32))
+    shapes = {"patch_embed.proj.weight": (4, 3, 2, 2), "blocks.0.mlp.fc1.weight": (6, 5), "pos_embed": (1, 3, 4)}
+    a = dict(init.init_params(shapes, 3, np.float32))
+    monkeypatch.setattr(init, "_DRAW_CHUNK", 1 << 30)
+    b = dict(init.init_params(shapes, 3))
+    for name in shapes:
+        np.testing.assert_array_equal(a[name], b[name].astype(np.float32))
+
+
 def test_state_dict_round_trip_and_strict_errors(tiny, backend):
     sd = {n: backend.to_numpy(v) for n, v in tiny.state_dict().items()}
     other = npvit.VisionTransformer(npvit.ViTConfig(**TINY), backend=backend, seed=1)

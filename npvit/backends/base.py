@@ -12,8 +12,8 @@ class Backend:
 
     Extras: ``erf`` (NumPy has none), ``asarray`` that refuses arrays from another device,
     ``to_numpy`` to bring results home, ``rng`` for reproducible dropout masks, ``gelu_exact``
-    (plain here; a fused kernel where a backend has one) and ``rowwise`` (how
-    row-independent work is run).
+    (plain here; a fused kernel where a backend has one), ``rowwise`` (how
+    row-independent work is run) and ``prepare_memory`` (allocator tuning before a forward).
     """
 
     name = "abstract"
@@ -63,6 +63,10 @@ class Backend:
         self.xp.multiply(x, cdf, out=out)
 
     # --- execution extras --------------------------------------------------------------
+    def prepare_memory(self):
+        """Called by the model before a forward: a backend may tune its allocator here."""
+        return False
+
     def rowwise(self, fn, *arrays, block=None):
         """Apply ``fn`` to slices of ``arrays`` along their shared first axis; return its results.
 

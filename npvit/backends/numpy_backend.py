@@ -146,6 +146,14 @@ class NumpyBackend(Backend):
     def to_numpy(self, x):
         return numpy.asarray(x)
 
+    def prepare_memory(self):
+        """Freed activations keep their pages for the next forward (see malloc.py).  Applied at
+        the first forward rather than when the backend is made, so building or loading a model
+        (float64 draws, file buffers) still returns its temporaries to the system."""
+        from .malloc import keep_freed_memory
+
+        return keep_freed_memory()
+
     def rowwise(self, fn, *arrays, block=None):
         n = arrays[0].shape[0]
         if block is None:  # one call per thread, on an even share of the rows

@@ -11,31 +11,56 @@ import math
 import numpy as np
 
 
-def trunc_normal(rng, shape, std, lo=-2.0, hi=2.0):
-    out = rng.normal(0.0, std, size=shape)
-    bad = (out < lo) | (out > hi)
-    while bad.any():  # redraw only the out-of-range entries
-        out[bad] = rng.normal(0.0, std, size=int(bad.sum()))
-        bad = (out < lo) | (out > hi)
+# Values drawn per step: the float64 draws of a big weight go into the model's dtype a slice at a
+# time, so building a float32 ViT-B/16 never holds an 18 MiB float64 copy of an fc weight (those
+# copies left holes in the heap that outlived the build).  NumPy's Generator gives the same stream
+# whether n values are drawn at once or in slices, so the weights do not depend on the slice size.
+_DRAW_CHUNK = 1 << 16
+
+
+def _normal_into(out, rng, std):
+    """Fill ``out`` with N(0, std^2) draws in C order, a slice at a time."""
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, _DRAW_CHUNK):
+        stop = min(start + _DRAW_CHUNK, flat.size)
+        flat[start:stop] = rng.normal(0.0, std, size=stop - start)
     return out
 
 
-def init_params(shapes, seed):
-    """Yield (name, float64 host array) for the parameter ``shapes`` ({name: shape}), one at a
-    time so a caller can convert each before the next is drawn (peak memory: one float64 array)."""
+def trunc_normal(rng, shape, std, lo=-2.0, hi=2.0, dtype=np.float64):
+    """N(0, std^2) with every draw outside [lo, hi] redrawn (after the whole array, in C order)."""
+    flat = np.empty(shape, dtype).reshape(-1)
+    bad = []
+    for start in range(0, flat.size, _DRAW_CHUNK):
+        values = rng.normal(0.0, std, size=min(_DRAW_CHUNK, flat.size - start))
+        flat[start:start + values.size] = values
+        if values.size and (values.min() < lo or values.max() > hi):  # compared before rounding
+            bad.append(start + np.flatnonzero((values < lo) | (values > hi)))
+    bad = np.concatenate(bad) if bad else np.empty(0, np.intp)
+    while bad.size:  # redraw only the out-of-range entries
+        values = rng.normal(0.0, std, size=bad.size)
+        flat[bad] = values
+        bad = bad[(values < lo) | (values > hi)]
+    return flat.reshape(shape)
+
+
+def init_params(shapes, seed, dtype=np.float64):
+    """Yield (name, host array of ``dtype``) for the parameter ``shapes`` ({name: shape}), one at a
+    time so a caller can move each where it goes before the next is drawn.  The values are the
+    float64 draws rounded to ``dtype``, whatever the dtype."""
     rng = np.random.default_rng(seed)
     for name, shape in shapes.items():
         if name in ("cls_token", "dist_token", "pos_embed"):
-            yield name, trunc_normal(rng, shape, 0.02)
+            yield name, trunc_normal(rng, shape, 0.02, dtype=dtype)
         elif name == "patch_embed.proj.weight":
             fan_out = shape[0] * shape[2] * shape[3]
-            yield name, rng.normal(0.0, math.sqrt(2.0 / fan_out), size=shape)
+            yield name, _normal_into(np.empty(shape, dtype), rng, math.sqrt(2.0 / fan_out))
         elif _is_norm(name):
-            yield name, np.ones(shape) if name.endswith(".weight") else np.zeros(shape)
+            yield name, np.ones(shape, dtype) if name.endswith(".weight") else np.zeros(shape, dtype)
         elif name.endswith(".weight"):
-            yield name, trunc_normal(rng, shape, 0.01)
+            yield name, trunc_normal(rng, shape, 0.01, dtype=dtype)
         else:  # every remaining parameter is a bias
-            yield name, np.zeros(shape)
+            yield name, np.zeros(shape, dtype)
 
 
 def _is_norm(name):

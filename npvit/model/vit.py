@@ -74,7 +74,7 @@ class VisionTransformer:
         cfg = config if config is not None else ViTConfig()
         self._setup(cfg.replace(**overrides) if overrides else cfg, dtype, backend, seed)
         self.params = {n: self.backend.from_numpy(a, dtype=self.dtype)
-                       for n, a in init_params(parameter_shapes(self.config), seed)}
+                       for n, a in init_params(parameter_shapes(self.config), seed, self.dtype)}
 
     @classmethod
     def from_state_dict(cls, config, state_dict, dtype="float32", backend="numpy", seed=0):
@@ -195,6 +195,7 @@ class VisionTransformer:
     def _features(self, x, rng, caches):
         """Token features: the fast NumPy path when nothing is kept and nothing is dropped, else the
         op-by-op reference path (which keeps caches for backward)."""
+        self.backend.prepare_memory()
         if self.fast_inference and rng is None and caches is None and self.backend.name == "numpy":
             from .inference import InferenceEngine
 
