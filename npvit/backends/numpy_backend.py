@@ -84,6 +84,10 @@ def erf_float32(x, out=None):
 # 0.5 * poly(t) = sum_k (0.5 a_k c^k) u^k: the scaling of |x| folds into the coefficients.
 _AS_C = math.sqrt(2.0) / _AS_P
 _HALF_POLY_U = tuple(0.5 * a * _AS_C ** (k + 1) for k, a in enumerate(_AS_A))  # u^1 .. u^5
+# NumPy's float32 exp2 is both faster than its exp (0.28 vs 0.49 ns per element on this project's
+# Zen 5 machine) and closer (1 ulp vs 2.4), so exp(y) is taken as exp2(y log2 e), the factor folded
+# into a multiplication that is there anyway.
+_HALF_LOG2E = -0.5 / math.log(2.0)
 
 
 def _half_erfc_parts(x, s1, s2, s3):
@@ -97,9 +101,9 @@ def _half_erfc_parts(x, s1, s2, s3):
     for coef in _HALF_POLY_U[3::-1]:
         s3 += coef
         s3 *= s2                                                     # 0.5 * poly(t), Horner in u
-    np.multiply(s1, -0.5, out=s2)
+    np.multiply(s1, _HALF_LOG2E, out=s2)
     s2 *= s1
-    np.exp(s2, out=s2)                                               # exp(-x^2 / 2)
+    np.exp2(s2, out=s2)                                              # exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2)
     s3 *= s2                                                         # q
 
 
