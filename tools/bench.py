@@ -9,7 +9,9 @@ ratios mean much): each round runs npvit and torch back to back, alternating whi
 a short pause before each so spinning BLAS/OpenMP workers go idle.  The ratio is taken per round and
 the median over rounds is reported.  Peak memory is measured in a fresh process per framework and
 case (peak RSS of the run above the RSS before the model was built; weights included for both).
-The matmul floor is the model's GEMM FLOPs divided by the GEMM rate measured in this run.
+The matmul floor is the model's GEMM FLOPs divided by the GEMM rate, and the GEMM rate is paired
+too: measured in every round just before npvit's step, so "% floor" (floor / npvit time, median
+over rounds) compares numbers taken under the same machine speed.
 
 NumPy's speed depends on the kernel family OpenBLAS runs, printed in the header.  OpenBLAS picks it
 from the CPU unless OPENBLAS_CORETYPE forces one; some machines set that variable (and
@@ -53,8 +55,9 @@ def gemm_flops(model_name, batch, kind):
     return fwd * 3 if kind == "train" else fwd  # backward = two GEMMs per forward GEMM
 
 
-def measure_gemm_rate(backend, reps=5):
-    """Sustained float32 GEMM rate (FLOP/s) on the shapes that dominate ViT-B/16 (fc1 at batch 8)."""
+def measure_gemm_rate(backend, reps=3):
+    """Sustained float32 GEMM rate (FLOP/s) on the shapes that dominate ViT-B/16 (fc1 at batch 8):
+    the best of ``reps`` runs of 10 products, with NumPy's BLAS on all its threads."""
     xp = backend.xp
     a = backend.from_numpy(np.random.default_rng(0).standard_normal((8 * 197, 768)).astype(np.float32))
     b = backend.from_numpy(np.random.default_rng(1).standard_normal((768, 3072)).astype(np.float32))
@@ -133,16 +136,23 @@ def timed(fn, pause):
 
 
 def paired(case, backend, rounds, pause):
+    """Median npvit and torch times, the median per-round ratio, and the median per-round share of
+    the matmul floor (GEMM FLOPs over the GEMM rate measured in the same round) in npvit's time."""
     model_name, batch, kind = CASES[case]
-    ours, theirs = make_npvit(model_name, batch, kind, backend), make_torch(model_name, batch, kind, backend)
+    flops = gemm_flops(model_name, batch, kind)
+    ours, theirs = make_npvit(model_name, batch, kind, backend), make_torch(model_name, batch, kind, backend.name)
     ours(), theirs()  # warm-up: allocators, thread pools, first-touch of weights
-    t_ours, t_theirs = [], []
+    t_ours, t_theirs, floors = [], [], []
     for r in range(rounds):
         order = [(ours, t_ours), (theirs, t_theirs)]
         for fn, sink in (order if r % 2 == 0 else order[::-1]):
+            if fn is ours:
+                floors.append(flops / measure_gemm_rate(backend))
             sink.append(timed(fn, pause))
     ratios = [a / b for a, b in zip(t_ours, t_theirs)]
-    return float(np.median(t_ours)), float(np.median(t_theirs)), float(np.median(ratios))
+    shares = [f / t for f, t in zip(floors, t_ours)]
+    return {"ours": float(np.median(t_ours)), "theirs": float(np.median(t_theirs)), "ratio": float(np.median(ratios)),
+            "floor": float(np.median(floors)), "share": float(np.median(shares))}
 
 
 # --- memory, one fresh process per measurement -----------------------------------------------------
@@ -223,7 +233,7 @@ def main():
     backend = npvit.get_backend(args.backend)
     cases = args.cases or (["B/16 fwd b1", "S/16 train b8"] if args.quick else list(CASES))
     rounds = 3 if args.quick else args.rounds
-    rate = measure_gemm_rate(backend)
+    rate = measure_gemm_rate(backend, reps=5)
     forced = {v: os.environ[v] for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ}
     kernel = getattr(getattr(backend, "blas", None), "corename", None)
     print(f"npvit {npvit.__version__} on {args.backend}, {THREADS} threads; numpy {np.__version__}"
@@ -234,13 +244,14 @@ def main():
         header += f"{'npvit MiB':>11}{'torch MiB':>11}"
     print(header)
     for case in cases:
-        ours, theirs, ratio = paired(case, backend, rounds, args.pause)
-        floor = gemm_flops(*CASES[case]) / rate
-        row = f"{case:<15}{ours * 1e3:>10.1f}{theirs * 1e3:>10.1f}{ratio:>8.2f}{floor * 1e3:>10.1f}{floor / ours:>9.0%}"
+        m = paired(case, backend, rounds, args.pause)
+        row = (f"{case:<15}{m['ours'] * 1e3:>10.1f}{m['theirs'] * 1e3:>10.1f}{m['ratio']:>8.2f}"
+               f"{m['floor'] * 1e3:>10.1f}{m['share']:>9.0%}")
         if not args.no_memory:
             row += f"{peak_memory('npvit', case, args.backend):>11.0f}{peak_memory('torch', case, args.backend):>11.0f}"
         print(row, flush=True)
-    print("ratio = npvit time / torch time (median of per-round ratios; < 1 means npvit is faster)")
+    print("ratio = npvit time / torch time (median of per-round ratios; < 1 means npvit is faster); "
+          "% floor = matmul floor / npvit time (median of per-round shares)")
     loads = load_times()
     print("load ViT-B/16: " + ", ".join(f"{kind} {sec * 1e3:.0f} ms" for kind, sec in loads.items()))
 
