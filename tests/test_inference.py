@@ -65,8 +65,13 @@ def test_every_way_of_sharing_the_batch_gives_the_reference_features(monkeypatch
     randomize_params(model, 1, scale=0.3)
     for batch in (1, 2, 3, 5, 7):
         x = model._check_input(np.random.default_rng(batch).standard_normal((batch, 3, 12, 12)))
+        ref = model._forward_features(x, None, None)
         fast = inference.InferenceEngine(model).features(x)
-        np.testing.assert_allclose(fast, model._forward_features(x, None, None), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)
+        # The class token alone (the last block skips the other rows' queries, projection and MLP)
+        prefix = inference.InferenceEngine(model).features(x, prefix_only=True)
+        assert prefix.shape == (batch, 1, 8)
+        np.testing.assert_allclose(prefix, ref[:, :1], rtol=1e-12, atol=1e-12)
 
 
 def test_fused_gelu_and_layernorm_kernels_against_their_plain_twins():

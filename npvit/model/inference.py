@@ -69,27 +69,32 @@ class InferenceEngine:
         self.pool = model.backend.pool
         self.blas = model.backend.blas
 
-    def features(self, x):
-        """Final-norm token features (B, N, D), as ``_forward_features`` in eval mode."""
-        B, N, D = x.shape[0], self.model._num_tokens(), self.model.config.embed_dim
-        out = np.empty((B, N, D), x.dtype)
+    def features(self, x, prefix_only=False):
+        """Final-norm token features (B, N, D), as ``_forward_features`` in eval mode; with
+        ``prefix_only`` those of the class (and distillation) tokens only, (B, P, D), which is all
+        a token-pooling head reads, and the last block then skips the rest (see
+        ``_last_block_for_prefix``)."""
+        cfg = self.model.config
+        B, N = x.shape[0], self.model._num_tokens()
+        out = np.empty((B, cfg.num_prefix_tokens if prefix_only else N, cfg.embed_dim), x.dtype)
         threads = self.pool.num_threads
         whole = threads * (B // threads)                   # images that go whole to a thread
         with self.blas.limit(1):  # never wake OpenBLAS's own threads: they would spin on the pool's cores
             if whole:
-                self.pool.run(lambda lo, hi: self._share(x[lo:hi], out[lo:hi]), whole, min_rows=whole // threads)
+                self.pool.run(lambda lo, hi: self._share(x[lo:hi], out[lo:hi], prefix_only), whole,
+                              min_rows=whole // threads)
             if whole < B:
-                self._images(x[whole:], out[whole:], self.pool.run, self._buffers(B - whole, N, x.dtype))
+                self._images(x[whole:], out[whole:], self.pool.run, self._buffers(B - whole, N, x.dtype), prefix_only)
         return out
 
-    def _share(self, x, out):
+    def _share(self, x, out, prefix_only):
         """One thread's images, a group of about GROUP_ROWS token rows at a time, on this thread only."""
         B, N = x.shape[0], self.model._num_tokens()
         groups = min(B, -(-B * N // GROUP_ROWS))                      # as few groups as fit ...
         bounds = [B * g // groups for g in range(groups + 1)]         # ... of near-equal size
         buffers = self._buffers(-(-B // groups), N, x.dtype)          # reused by every group
         for lo, hi in zip(bounds, bounds[1:]):
-            self._images(x[lo:hi], out[lo:hi], _on_this_thread, buffers)
+            self._images(x[lo:hi], out[lo:hi], _on_this_thread, buffers, prefix_only)
 
     def _buffers(self, B, N, dtype):
         """Room for B images' activations: residual stream, LayerNorm out, qkv, attention, MLP."""
@@ -97,19 +102,22 @@ class InferenceEngine:
         D = cfg.embed_dim
         return [np.empty((M, width), dtype) for width in (D, D, 3 * D, D, cfg.mlp_hidden)]
 
-    def _images(self, x, out, run, buffers):
-        """Features of images ``x`` into ``out`` (B, N, D); ``run(fn, n, min_rows)`` calls
+    def _images(self, x, out, run, buffers, prefix_only):
+        """Features of images ``x`` into ``out`` (B, N or P, D); ``run(fn, n, min_rows)`` calls
         fn(lo, hi) over slices of range(n), on the pool or on this thread."""
         cfg, p = self.model.config, self.model.params
         B, N = x.shape[0], self.model._num_tokens()
-        M = B * N
-        h, ln, qkv, att, mlp = (b[:M] for b in buffers)
+        h, ln, qkv, att, mlp = (b[:B * N] for b in buffers)
         self._embed(x, h, run)
-        for i in range(cfg.depth):
+        for i in range(cfg.depth - 1):
             self._block(i, h, ln, qkv, att, mlp, B, N, run)
-        final = out.reshape(M, -1)
+        if prefix_only:
+            h = self._last_block_for_prefix(cfg.depth - 1, h, ln, qkv, att, mlp, B, N, run)
+        else:
+            self._block(cfg.depth - 1, h, ln, qkv, att, mlp, B, N, run)
+        final = out.reshape(h.shape)
         self._rows(lambda lo, hi: layernorm_rows(h[lo:hi], p["norm.weight"], p["norm.bias"], cfg.norm_eps,
-                                                 final[lo:hi]), M, run)
+                                                 final[lo:hi]), h.shape[0], run)
 
     def _rows(self, fn, n, run):
         """Run fn(lo, hi) over ``n`` rows in cache-sized blocks, through ``run``."""
@@ -135,19 +143,57 @@ class InferenceEngine:
         h3 += p["pos_embed"]
 
     def _block(self, i, h, ln, qkv, att, mlp, B, N, run):
-        """One encoder block in three stages (LayerNorm + qkv; attention; the rest), each run through
-        ``run``: a slice of rows goes through LayerNorm, product and elementwise work in one call."""
-        cfg, p, b = self.model.config, self.model.params, f"blocks.{i}."
-        eps, M, D, hidden = cfg.norm_eps, h.shape[0], h.shape[1], mlp.shape[1]
-        qkv_w, q_bias, proj_bias = p[b + "attn.qkv.weight"].T, *self._attention_biases(i)
+        """One encoder block in three stages, each run through ``run``: LayerNorm + qkv; attention;
+        projection, residual, LayerNorm, MLP, residual.  A slice of rows goes through a stage's
+        LayerNorm, product and elementwise work in one call, while its rows are still in cache."""
+        D, M = h.shape[1], h.shape[0]
+        q_bias = self._attention_biases(i)[0]
+        qkv_w = self.model.params[f"blocks.{i}.attn.qkv.weight"].T
 
         def pre_attention(lo, hi):
             for s in range(lo, hi, GROUP_ROWS):
                 e = min(s + GROUP_ROWS, hi)
-                layernorm_rows(h[s:e], p[b + "norm1.weight"], p[b + "norm1.bias"], eps, ln[s:e])
+                self._norm(i, 1, h[s:e], ln[s:e])
                 np.matmul(ln[s:e], qkv_w, out=qkv[s:e])
                 if q_bias is not None:
                     qkv[s:e, :D] += q_bias
+
+        run(pre_attention, M, min_rows=ROW_BLOCK)
+        q5 = qkv.reshape(B, N, 3, -1)
+        self._attention_heads(q5[:, :, 0], q5[:, :, 1], q5[:, :, 2], att, run)
+        self._after_attention(i, h, ln, att, mlp, run)
+
+    def _last_block_for_prefix(self, i, h, ln, qkv, att, mlp, B, N, run):
+        """The last block when the head reads only the P prefix tokens (class, distillation): k and
+        v for every token, but q, attention, projection and MLP for the prefix rows alone, since
+        nothing reads what the block makes of the other rows (about 5/6 of a block's products
+        skipped).  Returns those rows of the residual stream, (B*P, D)."""
+        P, D, M = self.model.config.num_prefix_tokens, h.shape[1], h.shape[0]
+        p, b = self.model.params, f"blocks.{i}."
+        q_bias = self._attention_biases(i)[0]
+        kv = qkv[:, :2 * D]                                                   # (M, 2D) scratch
+
+        def keys_values(lo, hi):
+            for s in range(lo, hi, GROUP_ROWS):
+                e = min(s + GROUP_ROWS, hi)
+                self._norm(i, 1, h[s:e], ln[s:e])
+                np.matmul(ln[s:e], p[b + "attn.qkv.weight"][D:].T, out=kv[s:e])
+
+        run(keys_values, M, min_rows=ROW_BLOCK)
+        prefix = lambda a: np.ascontiguousarray(a.reshape(B, N, -1)[:, :P].reshape(B * P, -1))
+        q = prefix(ln) @ p[b + "attn.qkv.weight"][:D].T                       # (B*P, D)
+        if q_bias is not None:
+            q += q_bias
+        h_prefix, att_prefix = prefix(h), att[:B * P]
+        kv3 = kv.reshape(B, N, 2, D)
+        self._attention_heads(q.reshape(B, P, D), kv3[:, :, 0], kv3[:, :, 1], att_prefix, run)
+        self._after_attention(i, h_prefix, ln[:B * P], att_prefix, mlp[:B * P], run)
+        return h_prefix
+
+    def _after_attention(self, i, h, ln, att, mlp, run):
+        """h += proj(att); h += fc2(GELU(fc1(norm2(h)))), over the rows of h (ln and mlp: scratch)."""
+        cfg, p, b = self.model.config, self.model.params, f"blocks.{i}."
+        hidden, proj_bias = mlp.shape[1], self._attention_biases(i)[1]
 
         def post_attention(lo, hi):
             tmp = [np.empty((ROW_BLOCK, hidden), h.dtype) for _ in range(3)]
@@ -155,7 +201,7 @@ class InferenceEngine:
                 e = min(s + GROUP_ROWS, hi)
                 np.matmul(att[s:e], p[b + "attn.proj.weight"].T, out=ln[s:e])
                 _add_bias_residual(h[s:e], ln[s:e], proj_bias)
-                layernorm_rows(h[s:e], p[b + "norm2.weight"], p[b + "norm2.bias"], eps, ln[s:e])
+                self._norm(i, 2, h[s:e], ln[s:e])
                 m = mlp[s:e]
                 np.matmul(ln[s:e], p[b + "mlp.fc1.weight"].T, out=m)
                 for r in range(0, e - s, ROW_BLOCK):
@@ -163,9 +209,12 @@ class InferenceEngine:
                 np.matmul(m, p[b + "mlp.fc2.weight"].T, out=ln[s:e])
                 _add_bias_residual(h[s:e], ln[s:e], p[b + "mlp.fc2.bias"])
 
-        run(pre_attention, M, min_rows=ROW_BLOCK)
-        self._attention_heads(qkv, att, B, N, run)
-        run(post_attention, M, min_rows=ROW_BLOCK)
+        run(post_attention, h.shape[0], min_rows=ROW_BLOCK)
+
+    def _norm(self, i, which, x, out):
+        """out = norm1 or norm2 of block ``i`` applied to rows x."""
+        p, b = self.model.params, f"blocks.{i}.norm{which}."
+        layernorm_rows(x, p[b + "weight"], p[b + "bias"], self.model.config.norm_eps, out)
 
     def _attention_biases(self, i):
         """(q bias or None, proj bias) for block ``i``, with the k and v parts of the qkv bias
@@ -178,28 +227,30 @@ class InferenceEngine:
             return None, proj_b
         return qkv_b[:D], proj_b + p[b + "attn.proj.weight"] @ qkv_b[2 * D:]
 
-    def _attention_heads(self, qkv, out, B, N, run):
-        """out (M, D) = softmax(q k^T * scale) v, per image and head, (image, head) pairs split
-        through ``run``.  Scores live in an (N, N) scratch per call."""
+    def _attention_heads(self, q, k, v, out, run):
+        """out (B*Nq, D) = softmax(q k^T * scale) v per image and head, for queries q (B, Nq, D)
+        and keys, values k, v (B, N, D) (views into qkv); (image, head) pairs are split through
+        ``run``.  Scores live in an (Nq, N) scratch per call."""
         cfg = self.model.config
         H, Dh = cfg.num_heads, cfg.head_dim
         scale = cfg.scale * LOG2E  # scores in base 2: softmax by exp2, NumPy's faster exponential
-        q5 = qkv.reshape(B, N, 3, H, Dh)
-        o4 = out.reshape(B, N, H, Dh)
+        (B, Nq, _), N = q.shape, k.shape[1]
+        q4, k4, v4 = (a.reshape(B, -1, H, Dh) for a in (q, k, v))
+        o4 = out.reshape(B, Nq, H, Dh)
 
         def heads(lo, hi):
-            s = np.empty((N, N), qkv.dtype)
-            q = np.empty((N, Dh), qkv.dtype)
-            o = np.empty((N, Dh), qkv.dtype)
-            ones = np.ones(N, qkv.dtype)
+            s = np.empty((Nq, N), out.dtype)
+            qh = np.empty((Nq, Dh), out.dtype)
+            o = np.empty((Nq, Dh), out.dtype)
+            ones = np.ones(N, out.dtype)
             for j in range(lo, hi):
                 bi, h = divmod(j, H)
-                np.multiply(q5[bi, :, 0, h], scale, out=q)
-                np.matmul(q, q5[bi, :, 1, h].T, out=s)
+                np.multiply(q4[bi, :, h], scale, out=qh)
+                np.matmul(qh, k4[bi, :, h].T, out=s)
                 s -= s.max(axis=1, keepdims=True)
                 np.exp2(s, out=s)
                 row_sum = s @ ones
-                np.matmul(s, q5[bi, :, 2, h], out=o)                         # normalised after the
+                np.matmul(s, v4[bi, :, h], out=o)                            # normalised after the
                 np.divide(o, row_sum[:, None], out=o4[bi, :, h])             # product, as the op does
         run(heads, B * H, min_rows=1)
 

@@ -184,7 +184,10 @@ class VisionTransformer:
         x = self._check_input(x)
         rng = self._resolve_rng(rng) if train else None
         caches = {} if grad else None
-        out = self._forward_head(self._features(x, rng, caches), train, caches)
+        # A token-pooling head reads only the prefix tokens (class, distillation): the fast path
+        # may then return just those (the pooling below reads h[:, 0] and h[:, 1] either way).
+        prefix_only = self.config.classifier == "token"
+        out = self._forward_head(self._features(x, rng, caches, prefix_only), train, caches)
         self._caches = caches
         return out
 
@@ -192,14 +195,15 @@ class VisionTransformer:
         """Final-norm token features (B, N, D) in eval mode (no head, no pooling)."""
         return self._features(self._check_input(x), None, None)
 
-    def _features(self, x, rng, caches):
+    def _features(self, x, rng, caches, prefix_only=False):
         """Token features: the fast NumPy path when nothing is kept and nothing is dropped, else the
-        op-by-op reference path (which keeps caches for backward)."""
+        op-by-op reference path (which keeps caches for backward).  ``prefix_only`` allows the
+        fast path to return the prefix tokens alone."""
         self.backend.prepare_memory()
         if self.fast_inference and rng is None and caches is None and self.backend.name == "numpy":
             from .inference import InferenceEngine
 
-            return InferenceEngine(self).features(x)
+            return InferenceEngine(self).features(x, prefix_only)
         return self._forward_features(x, rng, caches)
 
     def _forward_features(self, x, rng, caches):
