@@ -7,16 +7,20 @@ compare this against):
 * elementwise work (LayerNorm, bias + GELU, bias + residual) runs in row blocks that stay in cache,
   fusing what the reference does in separate passes; GELU runs in place, through the backend's fused
   kernel (the one the op-by-op path uses too);
-* attention runs head by head, scores in a small (N, N) scratch instead of a (B, H, N, N) array;
+* attention runs head by head, scores in a small (N, N) scratch instead of a (B, H, N, N) array,
+  in base 2 (exp2 is NumPy's faster exponential); the k part of the qkv bias is dropped and the v
+  part folded into the projection's bias (both exact: see ``_attention_biases``);
+* with ``prefix_only`` (a class-token head) the last block works on the prefix rows alone, beyond
+  the keys and values every query needs (``_last_block_for_prefix``);
 * OpenBLAS stays at one thread: npvit's pool is the parallelism.
 
 How the threads share the work:
 
 * **whole images** (the first ``threads * (B // threads)`` images): each thread runs the entire
   network on its own share of the batch, a group of about ``GROUP_ROWS`` token rows at a time.
-  Threads never wait for each other, and every product has ~1000 rows or more: single-threaded
-  OpenBLAS runs fc1 at ~270 GFLOP/s on 2 cores' worth of 256-row chunks but ~370 on 1000-row groups
-  (measured on this project's Zen 5 machine, 2 threads, AVX-512 kernels).
+  Threads never wait for each other, and every product has ~1000 rows or more: fc1 on two threads ran
+  at 366 GFLOP/s in 3152-row products but 268 in 256-row chunks (this project's Zen 5 machine,
+  AVX-512 kernels).
 * **rows of an image** (the ``B mod threads`` images left over, so batch 1 too): each block's stages
   are split across the pool, token rows for LayerNorm and the products, (image, head) pairs for
   attention.
@@ -30,6 +34,7 @@ from ..ops.layernorm import normalize_rows
 from ..ops.patch_embed import patchify
 
 ROW_BLOCK = 32          # rows per elementwise block: 32 x 3072 float32 = 384 KiB, inside L2
+                        # (16 and 64 rows measured no faster)
 GROUP_ROWS = 2048       # token rows a thread takes through the network at once (whole images;
                         # paired at batch 32: 1024 rows 4% slower, 4096 and 8192 no faster)
 
@@ -84,7 +89,8 @@ class InferenceEngine:
                 self.pool.run(lambda lo, hi: self._share(x[lo:hi], out[lo:hi], prefix_only), whole,
                               min_rows=whole // threads)
             if whole < B:
-                self._images(x[whole:], out[whole:], self.pool.run, self._buffers(B - whole, N, x.dtype), prefix_only)
+                rest = self._buffers(B - whole, N, x.dtype)
+                self._images(x[whole:], out[whole:], self.pool.run, rest, prefix_only)
         return out
 
     def _share(self, x, out, prefix_only):
