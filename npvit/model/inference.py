@@ -9,7 +9,7 @@ compare this against):
   kernel (the one the op-by-op path uses too);
 * attention runs head by head, scores in a small (N, N) scratch instead of a (B, H, N, N) array,
   in base 2 (exp2 is NumPy's faster exponential); the k part of the qkv bias is dropped and the v
-  part folded into the projection's bias (both exact: see ``_attention_biases``);
+  part folded into the projection's bias (both exact: see ``_proj_bias``);
 * with ``prefix_only`` (a class-token head) the last block works on the prefix rows alone, beyond
   the keys and values every query needs (``_last_block_for_prefix``);
 * OpenBLAS stays at one thread: npvit's pool is the parallelism.
@@ -153,7 +153,7 @@ class InferenceEngine:
         projection, residual, LayerNorm, MLP, residual.  A slice of rows goes through a stage's
         LayerNorm, product and elementwise work in one call, while its rows are still in cache."""
         D, M = h.shape[1], h.shape[0]
-        q_bias = self._attention_biases(i)[0]
+        q_bias = self._q_bias(i)
         qkv_w = self.model.params[f"blocks.{i}.attn.qkv.weight"].T
 
         def pre_attention(lo, hi):
@@ -176,7 +176,7 @@ class InferenceEngine:
         skipped).  Returns those rows of the residual stream, (B*P, D)."""
         P, D, M = self.model.config.num_prefix_tokens, h.shape[1], h.shape[0]
         p, b = self.model.params, f"blocks.{i}."
-        q_bias = self._attention_biases(i)[0]
+        q_bias = self._q_bias(i)
         kv = qkv[:, :2 * D]                                                   # (M, 2D) scratch
 
         def keys_values(lo, hi):
@@ -199,7 +199,7 @@ class InferenceEngine:
     def _after_attention(self, i, h, ln, att, mlp, run):
         """h += proj(att); h += fc2(GELU(fc1(norm2(h)))), over the rows of h (ln and mlp: scratch)."""
         cfg, p, b = self.model.config, self.model.params, f"blocks.{i}."
-        hidden, proj_bias = mlp.shape[1], self._attention_biases(i)[1]
+        hidden, proj_bias = mlp.shape[1], self._proj_bias(i)
 
         def post_attention(lo, hi):
             tmp = [np.empty((ROW_BLOCK, hidden), h.dtype) for _ in range(3)]
@@ -222,16 +222,18 @@ class InferenceEngine:
         p, b = self.model.params, f"blocks.{i}.norm{which}."
         layernorm_rows(x, p[b + "weight"], p[b + "bias"], self.model.config.norm_eps, out)
 
-    def _attention_biases(self, i):
-        """(q bias or None, proj bias) for block ``i``, with the k and v parts of the qkv bias
-        folded away, exactly: a k bias adds q_i . b_k to every score of row i, which softmax
-        ignores; a v bias comes out of attention unchanged (each row of P sums to 1), so it joins
-        the projection's bias as W_proj b_v.  Only the q third of the bias pass is left."""
+    def _q_bias(self, i):
+        """The q third of block ``i``'s qkv bias, or None; the rest is folded away (``_proj_bias``)."""
+        qkv_b = self.model.params.get(f"blocks.{i}.attn.qkv.bias")
+        return None if qkv_b is None else qkv_b[:self.model.config.embed_dim]
+
+    def _proj_bias(self, i):
+        """Block ``i``'s projection bias with the qkv bias's v part folded in, exactly: a v bias
+        comes out of attention unchanged (each row of P sums to 1), so proj adds W_proj b_v.  The k
+        part needs nothing: it adds q_i . b_k to every score of row i, which softmax ignores."""
         p, b, D = self.model.params, f"blocks.{i}.", self.model.config.embed_dim
         qkv_b, proj_b = p.get(b + "attn.qkv.bias"), p[b + "attn.proj.bias"]
-        if qkv_b is None:
-            return None, proj_b
-        return qkv_b[:D], proj_b + p[b + "attn.proj.weight"] @ qkv_b[2 * D:]
+        return proj_b if qkv_b is None else proj_b + p[b + "attn.proj.weight"] @ qkv_b[2 * D:]
 
     def _attention_heads(self, q, k, v, out, run):
         """out (B*Nq, D) = softmax(q k^T * scale) v per image and head, for queries q (B, Nq, D)
