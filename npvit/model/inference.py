@@ -73,6 +73,7 @@ class InferenceEngine:
         self.model = model
         self.pool = model.backend.pool
         self.blas = model.backend.blas
+        self.biases = None  # per block: (q bias or None, projection bias), set by features()
 
     def features(self, x, prefix_only=False):
         """Final-norm token features (B, N, D), as ``_forward_features`` in eval mode; with
@@ -85,6 +86,8 @@ class InferenceEngine:
         threads = self.pool.num_threads
         whole = threads * (B // threads)                   # images that go whole to a thread
         with self.blas.limit(1):  # never wake OpenBLAS's own threads: they would spin on the pool's cores
+            # once per forward, not per group of images
+            self.biases = [(self._q_bias(i), self._proj_bias(i)) for i in range(cfg.depth)]
             if whole:
                 self.pool.run(lambda lo, hi: self._share(x[lo:hi], out[lo:hi], prefix_only), whole,
                               min_rows=whole // threads)
@@ -137,7 +140,8 @@ class InferenceEngine:
         position embedding."""
         p, cfg = self.model.params, self.model.config
         B, n_prefix, D = x.shape[0], cfg.num_prefix_tokens, cfg.embed_dim
-        patches = np.ascontiguousarray(patchify(x, cfg.patch_size)).reshape(-1, patches_width(cfg))
+        patches = np.ascontiguousarray(patchify(x, cfg.patch_size))
+        patches = patches.reshape(-1, patches.shape[-1])
         weight_t = p["patch_embed.proj.weight"].reshape(D, -1).T
         tokens = np.empty((patches.shape[0], D), x.dtype)
         run(lambda lo, hi: np.matmul(patches[lo:hi], weight_t, out=tokens[lo:hi]), patches.shape[0], min_rows=1)
@@ -152,19 +156,8 @@ class InferenceEngine:
         """One encoder block in three stages, each run through ``run``: LayerNorm + qkv; attention;
         projection, residual, LayerNorm, MLP, residual.  A slice of rows goes through a stage's
         LayerNorm, product and elementwise work in one call, while its rows are still in cache."""
-        D, M = h.shape[1], h.shape[0]
-        q_bias = self._q_bias(i)
         qkv_w = self.model.params[f"blocks.{i}.attn.qkv.weight"].T
-
-        def pre_attention(lo, hi):
-            for s in range(lo, hi, GROUP_ROWS):
-                e = min(s + GROUP_ROWS, hi)
-                self._norm(i, 1, h[s:e], ln[s:e])
-                np.matmul(ln[s:e], qkv_w, out=qkv[s:e])
-                if q_bias is not None:
-                    qkv[s:e, :D] += q_bias
-
-        run(pre_attention, M, min_rows=ROW_BLOCK)
+        self._norm_and_project(i, h, ln, qkv_w, self.biases[i][0], qkv, run)
         q5 = qkv.reshape(B, N, 3, -1)
         self._attention_heads(q5[:, :, 0], q5[:, :, 1], q5[:, :, 2], att, run)
         self._after_attention(i, h, ln, att, mlp, run)
@@ -174,18 +167,11 @@ class InferenceEngine:
         v for every token, but q, attention, projection and MLP for the prefix rows alone, since
         nothing reads what the block makes of the other rows (about 5/6 of a block's products
         skipped).  Returns those rows of the residual stream, (B*P, D)."""
-        P, D, M = self.model.config.num_prefix_tokens, h.shape[1], h.shape[0]
+        P, D = self.model.config.num_prefix_tokens, h.shape[1]
         p, b = self.model.params, f"blocks.{i}."
-        q_bias = self._q_bias(i)
+        q_bias = self.biases[i][0]
         kv = qkv[:, :2 * D]                                                   # (M, 2D) scratch
-
-        def keys_values(lo, hi):
-            for s in range(lo, hi, GROUP_ROWS):
-                e = min(s + GROUP_ROWS, hi)
-                self._norm(i, 1, h[s:e], ln[s:e])
-                np.matmul(ln[s:e], p[b + "attn.qkv.weight"][D:].T, out=kv[s:e])
-
-        run(keys_values, M, min_rows=ROW_BLOCK)
+        self._norm_and_project(i, h, ln, p[b + "attn.qkv.weight"][D:].T, None, kv, run)
         prefix = lambda a: np.ascontiguousarray(a.reshape(B, N, -1)[:, :P].reshape(B * P, -1))
         q = prefix(ln) @ p[b + "attn.qkv.weight"][:D].T                       # (B*P, D)
         if q_bias is not None:
@@ -199,7 +185,7 @@ class InferenceEngine:
     def _after_attention(self, i, h, ln, att, mlp, run):
         """h += proj(att); h += fc2(GELU(fc1(norm2(h)))), over the rows of h (ln and mlp: scratch)."""
         cfg, p, b = self.model.config, self.model.params, f"blocks.{i}."
-        hidden, proj_bias = mlp.shape[1], self._proj_bias(i)
+        hidden, proj_bias = mlp.shape[1], self.biases[i][1]
 
         def post_attention(lo, hi):
             tmp = [np.empty((ROW_BLOCK, hidden), h.dtype) for _ in range(3)]
@@ -216,6 +202,20 @@ class InferenceEngine:
                 _add_bias_residual(h[s:e], ln[s:e], p[b + "mlp.fc2.bias"])
 
         run(post_attention, h.shape[0], min_rows=ROW_BLOCK)
+
+    def _norm_and_project(self, i, h, ln, weight_t, q_bias, out, run):
+        """ln = norm1(h), out = ln @ weight_t (+ q_bias on the first D columns), through ``run``."""
+        D = h.shape[1]
+
+        def rows(lo, hi):
+            for s in range(lo, hi, GROUP_ROWS):
+                e = min(s + GROUP_ROWS, hi)
+                self._norm(i, 1, h[s:e], ln[s:e])
+                np.matmul(ln[s:e], weight_t, out=out[s:e])
+                if q_bias is not None:
+                    out[s:e, :D] += q_bias
+
+        run(rows, h.shape[0], min_rows=ROW_BLOCK)
 
     def _norm(self, i, which, x, out):
         """out = norm1 or norm2 of block ``i`` applied to rows x."""
@@ -266,10 +266,6 @@ class InferenceEngine:
 def _on_this_thread(fn, n, min_rows=1):
     """The ``run`` of a thread that owns its images: the whole range in one call."""
     fn(0, n)
-
-
-def patches_width(cfg):
-    return cfg.in_c * cfg.patch_size[0] * cfg.patch_size[1]
 
 
 def _add_bias_residual(h, y, bias):

@@ -18,12 +18,17 @@ import numpy as np
 _DRAW_CHUNK = 1 << 16
 
 
+def _draws(rng, std, n):
+    """(start, float64 values) for n N(0, std^2) draws in C order, a slice at a time."""
+    for start in range(0, n, _DRAW_CHUNK):
+        yield start, rng.normal(0.0, std, size=min(_DRAW_CHUNK, n - start))
+
+
 def _normal_into(out, rng, std):
-    """Fill ``out`` with N(0, std^2) draws in C order, a slice at a time."""
+    """Fill ``out`` with N(0, std^2) draws in C order."""
     flat = out.reshape(-1)
-    for start in range(0, flat.size, _DRAW_CHUNK):
-        stop = min(start + _DRAW_CHUNK, flat.size)
-        flat[start:stop] = rng.normal(0.0, std, size=stop - start)
+    for start, values in _draws(rng, std, flat.size):
+        flat[start:start + values.size] = values
     return out
 
 
@@ -31,8 +36,7 @@ def trunc_normal(rng, shape, std, lo=-2.0, hi=2.0, dtype=np.float64):
     """N(0, std^2) with every draw outside [lo, hi] redrawn (after the whole array, in C order)."""
     flat = np.empty(shape, dtype).reshape(-1)
     bad = []
-    for start in range(0, flat.size, _DRAW_CHUNK):
-        values = rng.normal(0.0, std, size=min(_DRAW_CHUNK, flat.size - start))
+    for start, values in _draws(rng, std, flat.size):
         flat[start:start + values.size] = values
         if values.size and (values.min() < lo or values.max() > hi):  # compared before rounding
             bad.append(start + np.flatnonzero((values < lo) | (values > hi)))
