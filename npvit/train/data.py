@@ -14,14 +14,20 @@ Images that all share one size (in-memory arrays) are resized to the model's siz
 ("base" images, float32 in [0, 1], squashed to the input size); crops are then taken from the
 base with one batched matrix product per axis.  Image folders crop each full-resolution picture.
 Randomness comes only from the generator passed in, so a run is reproducible from its seed.
+
+Data-parallel runs: ``TrainTransform(..., part=slice)`` makes only a part of the batch but draws
+the random numbers of the whole batch, so K ranks each making their part produce, together, the
+batch one process makes.  Drawing a crop needs only the image's size, which ``image_sizes`` gives
+without decoding the pixels (a file's header).
 """
+import hashlib
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..preprocess.config import PreprocessConfig
-from ..preprocess.images import list_image_files, read_image, to_rgb
+from ..preprocess.images import import_pillow, list_image_files, read_image, to_rgb
 from ..preprocess.resize import resize, resize_weights
 from ..preprocess.transform import transform_one
 
@@ -42,8 +48,23 @@ class Dataset:
     def images(self, indices):
         raise NotImplementedError
 
+    def image_sizes(self, indices):
+        """(height, width) of each image, without keeping the pixels."""
+        return [img.shape[:2] for img in self.images(indices)]
+
     def subset(self, indices):
         raise NotImplementedError
+
+    def fingerprint(self):
+        """A digest of what the dataset holds, for checking that several processes have the same."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((type(self).__name__, len(self), self.label_names)).encode())
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        self._fingerprint_content(h)
+        return h.hexdigest()
+
+    def _fingerprint_content(self, h):
+        pass
 
 
 class ArrayDataset(Dataset):
@@ -71,8 +92,15 @@ class ArrayDataset(Dataset):
     def images(self, indices):
         return [to_rgb(self._images[i]) for i in indices]
 
+    def image_sizes(self, indices):
+        return [self._images.shape[1:3]] * len(indices)
+
     def subset(self, indices):
         return ArrayDataset(self._images[indices], self.labels[indices], self.label_names)
+
+    def _fingerprint_content(self, h):
+        h.update(repr((self._images.shape, self._images.dtype.str)).encode())
+        h.update(np.ascontiguousarray(self._images).data)
 
     @property
     def same_size(self):
@@ -113,12 +141,28 @@ class ImageFolderDataset(Dataset):
                 raise ValueError(f"cannot read training image {self.files[i]}: {exc}") from None
         return out
 
+    def image_sizes(self, indices):
+        """From each file's header (Pillow opens lazily: no pixels are decoded)."""
+        Image = import_pillow()
+        sizes = []
+        for i in indices:
+            try:
+                with Image.open(self.files[i]) as im:
+                    w, h = im.size
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"cannot read training image {self.files[i]}: {exc}") from None
+            sizes.append((h, w))
+        return sizes
+
     def subset(self, indices):
         sub = object.__new__(ImageFolderDataset)
         sub.root, sub.label_names = self.root, self.label_names
         sub.files = [self.files[i] for i in indices]
         sub.labels = self.labels[indices]
         return sub
+
+    def _fingerprint_content(self, h):
+        h.update("\n".join(str(Path(f).relative_to(self.root)) for f in self.files).encode())
 
     @property
     def same_size(self):
@@ -215,16 +259,29 @@ class TrainTransform:
         self.hflip, self.invert = float(hflip), float(invert)
         self._base, self._base_of = None, None
 
-    def __call__(self, dataset, indices, rng):
-        """Augmented, normalised (B, 3, H, W) float32 images."""
+    def __call__(self, dataset, indices, rng, part=None):
+        """Augmented, normalised (b, 3, H, W) float32 images of ``indices[part]`` (all by default).
+
+        The draws are always the whole batch's -- every crop box in order, then the flips, then the
+        inversions -- so the parts of a batch made separately equal the parts of the whole."""
+        indices = np.asarray(indices)
+        B = len(indices)
+        keep = np.arange(B)[part if part is not None else slice(None)]
         if getattr(dataset, "same_size", False) and self._cacheable(dataset):
-            x = self._crop_base(self._base_images(dataset)[indices], rng)
+            base = self._base_images(dataset)
+            H, W = base.shape[1:3]
+            boxes = [crop_box(rng, H, W, self.scale, self.ratio) for _ in range(B)]
+            x = self._crop_base(base[indices[keep]], [boxes[b] for b in keep])
         else:
-            x = np.stack([self._crop_one(img, rng) for img in dataset.images(indices)])
-        B = len(x)
-        flip = rng.random(B) < self.hflip
+            mine = dict(zip(keep.tolist(), dataset.images(indices[keep])))
+            others = [b for b in range(B) if b not in mine]
+            sizes = dict(zip(others, dataset.image_sizes(indices[others]))) if others else {}
+            sizes.update((b, img.shape[:2]) for b, img in mine.items())
+            boxes = [crop_box(rng, *sizes[b], self.scale, self.ratio) for b in range(B)]
+            x = np.stack([self._crop_one(mine[b], boxes[b]) for b in keep])
+        flip = (rng.random(B) < self.hflip)[keep]
         x[flip] = x[flip, :, ::-1]
-        inv = rng.random(B) < self.invert
+        inv = (rng.random(B) < self.invert)[keep]
         x[inv] = 1.0 - x[inv]
         return normalise(x, self.cfg)
 
@@ -242,21 +299,20 @@ class TrainTransform:
             self._base_of = dataset
         return self._base
 
-    def _crop_base(self, base, rng):
-        """Random resized crops of same-size images back to that size: x_b = Wy_b @ img_b @ Wx_b^T."""
+    def _crop_base(self, base, boxes):
+        """Crops ``boxes`` of same-size images back to that size: x_b = Wy_b @ img_b @ Wx_b^T."""
         B, H, W, _ = base.shape
         wy = np.zeros((B, H, H))
         wx = np.zeros((B, W, W))
-        for b in range(B):
-            top, left, h, w = crop_box(rng, H, W, self.scale, self.ratio)
+        for b, (top, left, h, w) in enumerate(boxes):
             wy[b, :, top:top + h] = resize_weights(h, H, self.cfg.interpolation, self.cfg.antialias)
             wx[b, :, left:left + w] = resize_weights(w, W, self.cfg.interpolation, self.cfg.antialias)
         out = np.einsum("bij,bjkc,blk->bilc", wy, base, wx, optimize=True)   # (B, H, W, 3)
         return out.astype(np.float32)
 
-    def _crop_one(self, img, rng):
-        """One full-size picture: crop, resize to the input size, to float32 in [0, 1]."""
-        top, left, h, w = crop_box(rng, img.shape[0], img.shape[1], self.scale, self.ratio)
+    def _crop_one(self, img, box):
+        """One full-size picture: crop ``box``, resize to the input size, to float32 in [0, 1]."""
+        top, left, h, w = box
         crop = img[top:top + h, left:left + w]
         return _to_unit(resize(crop, self.cfg.input_size, self.cfg.interpolation, self.cfg.antialias),
                         img.dtype)

@@ -17,6 +17,26 @@ Reproducibility: all randomness is drawn from generators seeded by (seed, purpos
 the epoch's sample order from (seed, 0, epoch), augmentation from (seed, 1, step, micro-batch),
 dropout / drop path from (seed, 2, step, micro-batch) -- so a run resumed from a checkpoint
 draws exactly what the uninterrupted run would have, and the results are bit for bit the same.
+
+Data-parallel training (``comm``: K processes under MPI, see ``npvit.distributed``):
+
+    every rank runs this loop with the same data, settings and weights (compared at the start)
+    and draws the same order and augmentation; micro-batch m of b images is cut into K contiguous
+    parts (parallel.share), rank r forwards and backwards its part alone:
+        grads_r = sum over its micro-batches of backward(dlogits_part * n_part / n)
+    one Allreduce per step sums [grads_r | loss sum | hits | failure flag] (parallel.GradientBuffer):
+        sum_r grads_r = one process's gradient (each image adds (softmax - target) / n either way;
+        only the order of the additions differs)
+    then every rank takes the same clip / schedule / optimizer step, so the weights stay equal
+    (their digests are compared after every epoch).
+
+``batch_size`` is the global micro-batch and must divide by K; a dataset's shorter last batch is
+cut as evenly as it goes (some ranks take one image more, or none), which changes nothing in the
+sum.  Evaluation splits the evaluation set the same way.  Rank 0 alone writes checkpoints and
+metrics, and reads the checkpoint to resume (sent to the others), so K may change between a run
+and its resumption.  Dropout and drop path draw their masks per rank, from (seed, 2, step,
+micro-batch, rank): a model with them trains reproducibly for a given K but not exactly as one
+process would.  Any rank's exception is raised on every rank as a ``DistributedError``.
 """
 import csv
 import dataclasses
@@ -37,6 +57,7 @@ from ..ops.loss import cross_entropy
 from ..predict import resolve_preprocess
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import TrainTransform, epoch_order, eval_batch
+from .parallel import GradientBuffer, run_settings, share, weights_digest
 
 CHECKPOINT, MODEL, METRICS = "checkpoint.npz", "model.npz", "metrics"
 METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_top1", "eval_loss", "eval_top1",
@@ -107,7 +128,7 @@ class TrainConfig:
 
 
 def train(model, train_data, eval_data=None, config=None, *, out=None, resume=False, progress=True,
-          stop_after=None, stream=None, blas_threads=None, **overrides):
+          stop_after=None, stream=None, blas_threads=None, comm=None, **overrides):
     """Train ``model`` in place; returns the list of per-epoch metrics.
 
     ``config``: a TrainConfig (``overrides`` are its fields).  ``out``: a folder for checkpoints
@@ -117,48 +138,70 @@ def train(model, train_data, eval_data=None, config=None, *, out=None, resume=Fa
     on npvit's threads (``NPVIT_NUM_THREADS``) with OpenBLAS at one thread; the cap is for the rest
     of the loop's NumPy work (augmentation), whose threaded products leave OpenBLAS workers
     spinning into the next step.
+    ``comm``: train data-parallel with the other ranks of this MPI communicator (an mpi4py
+    communicator or ``npvit.distributed.mpi_world()``); every rank calls ``train`` alike and gets
+    the same history back.  See "Data-parallel training" at the top of this module.
     """
+    from ..distributed import as_communicator
+
+    comm = as_communicator(comm)
     if blas_threads is None:
-        return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides)
+        return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides, comm)
     from ..backends.openblas import OpenBlas
     with OpenBlas().limit(int(blas_threads)):
-        return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides)
+        return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides, comm)
 
 
-def _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides):
-    cfg = (config or TrainConfig())
-    cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
-    stream = stream if stream is not None else sys.stderr
-    pre = resolve_preprocess(model)
-    if model.preprocess is None:
-        model.preprocess = pre
-    _check_data(model, train_data, eval_data)
-    if model.config.label_names is None and len(train_data.label_names) == model.config.num_classes:
-        model.config = model.config.replace(label_names=train_data.label_names)
+def _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides, comm):
+    with comm.together("setting up the run"):
+        cfg = (config or TrainConfig())
+        cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
+        if cfg.batch_size % comm.size:
+            raise ValueError(f"the batch of {cfg.batch_size} images does not divide among {comm.size} ranks: "
+                             f"choose a batch size that is a multiple of {comm.size} (each rank takes "
+                             f"batch_size / {comm.size} images of every batch)")
+        stream = stream if stream is not None else sys.stderr
+        pre = resolve_preprocess(model)
+        if model.preprocess is None:
+            model.preprocess = pre
+        _check_data(model, train_data, eval_data)
+        if model.config.label_names is None and len(train_data.label_names) == model.config.num_classes:
+            model.config = model.config.replace(label_names=train_data.label_names)
 
-    steps_per_epoch = math.ceil(len(train_data) / (cfg.batch_size * cfg.accum_steps))
-    total = cfg.epochs * steps_per_epoch
-    opt = _make_optimizer(model, cfg)
-    sched = optim.Schedule(opt, total_steps=total, warmup_steps=min(total, round(cfg.warmup_epochs * steps_per_epoch)),
-                           decay=cfg.schedule, min_lr=cfg.min_lr)
-    scaler = optim.DynamicLossScaler(opt, master_dtype=cfg.master_dtype) if cfg.loss_scaling else None
-    transform = TrainTransform(pre, cfg.scale, cfg.ratio, cfg.hflip, cfg.invert) if cfg.augment else None
+        steps_per_epoch = math.ceil(len(train_data) / (cfg.batch_size * cfg.accum_steps))
+        total = cfg.epochs * steps_per_epoch
+        opt = _make_optimizer(model, cfg)
+        sched = optim.Schedule(opt, total_steps=total, warmup_steps=min(total, round(cfg.warmup_epochs * steps_per_epoch)),
+                               decay=cfg.schedule, min_lr=cfg.min_lr)
+        scaler = optim.DynamicLossScaler(opt, master_dtype=cfg.master_dtype) if cfg.loss_scaling else None
+        transform = TrainTransform(pre, cfg.scale, cfg.ratio, cfg.hflip, cfg.invert) if cfg.augment else None
+        settings = run_settings(model, cfg, train_data, eval_data, resume, stop_after) if comm.size > 1 else None
+    comm.agree(settings)
 
     history, start_epoch, step = [], 0, 0
     ckpt_path = os.path.join(out, CHECKPOINT) if out else None
-    if out:
-        os.makedirs(out, exist_ok=True)
-        if resume and os.path.exists(ckpt_path):
-            history, start_epoch, step = _resume(ckpt_path, model, opt, sched, scaler, cfg)
-        elif resume:
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path} (run without --resume to start)")
-        elif os.path.exists(ckpt_path):
-            raise ValueError(f"{out} already holds a training run ({CHECKPOINT}): pass --resume to "
-                                  "continue it, or choose another --out folder")
-    elif resume:
-        raise ValueError("resume needs the run's folder: pass out=DIR")
+    state = None
+    with comm.together("opening the run folder"):
+        if out and comm.rank == 0:  # the other ranks never touch the folder: it need not be shared
+            os.makedirs(out, exist_ok=True)
+            if resume and os.path.exists(ckpt_path):
+                state = read_checkpoint(ckpt_path)
+            elif resume:
+                raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path} (run without --resume to start)")
+            elif os.path.exists(ckpt_path):
+                raise ValueError(f"{out} already holds a training run ({CHECKPOINT}): pass --resume to "
+                                 "continue it, or choose another --out folder")
+        elif resume and not out:
+            raise ValueError("resume needs the run's folder: pass out=DIR")
+    if resume:
+        state = comm.bcast(state)
+        with comm.together("resuming from the checkpoint"):
+            history, start_epoch, step = _resume(ckpt_path, state, model, opt, sched, scaler, cfg)
+    if comm.size > 1:
+        comm.agree({"starting weights": weights_digest(model)})
 
-    bar = _Progress(stream, progress)
+    bar = _Progress(stream, progress and comm.rank == 0)
+    flat = GradientBuffer(model, opt.trainable) if comm.size > 1 else None
     elapsed = history[-1]["elapsed_s"] if history else 0.0
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after is not None and epoch - start_epoch >= stop_after:
@@ -169,7 +212,7 @@ def _train(model, train_data, eval_data, config, out, resume, progress, stop_aft
         for s in range(steps_per_epoch):
             chunk = order[s * cfg.batch_size * cfg.accum_steps:(s + 1) * cfg.batch_size * cfg.accum_steps]
             lr, loss, right = _train_step(model, opt, sched, scaler, transform, train_data, chunk, cfg,
-                                          step, epoch, s, steps_per_epoch, pre)
+                                          step, epoch, s, steps_per_epoch, pre, comm, flat)
             step += 1
             seen, loss_sum, correct = seen + len(chunk), loss_sum + loss * len(chunk), correct + right
             bar.update(epoch, cfg.epochs, s + 1, steps_per_epoch, loss_sum / seen, seen / (time.perf_counter() - t0), lr)
@@ -177,37 +220,77 @@ def _train(model, train_data, eval_data, config, out, resume, progress, stop_aft
         row = {"epoch": epoch + 1, "step": step, "lr": opt.lr, "train_loss": loss_sum / seen,
                "train_top1": correct / seen}
         if eval_data is not None:
-            ev = evaluate(model, eval_data, pre, cfg.eval_batch_size)
+            ev = _evaluate_shared(model, eval_data, pre, cfg.eval_batch_size, comm)
             row.update(eval_loss=ev["loss"], eval_top1=ev["top1"], eval_top5=ev["top5"])
         epoch_time = time.perf_counter() - t0
         elapsed += epoch_time
         row.update(epoch_s=epoch_time, img_per_s=seen / train_time, elapsed_s=elapsed)
+        if comm.size > 1:  # every rank reports rank 0's times, so that all return the same history
+            row.update(comm.bcast({k: row[k] for k in ("epoch_s", "img_per_s", "elapsed_s")}))
+            elapsed = row["elapsed_s"]
         history.append(row)
         bar.epoch_done(row, cfg.epochs)
-        if out:
-            meta = {"train": cfg.to_dict(), "epoch": epoch + 1, "step": step, "history": history,
-                    "schedule": sched.state_dict(), "rng": {"seed": cfg.seed, "scheme": "seed/purpose/position v1"}}
-            save_checkpoint(ckpt_path, model, opt, meta, scaler)
-            from ..formats import save
-            save(model, os.path.join(out, MODEL))
-            write_metrics(out, history)
+        if comm.size > 1:
+            comm.agree({f"weights after epoch {epoch + 1}": weights_digest(model)})
+        with comm.together("writing the checkpoint and metrics"):
+            if out and comm.rank == 0:
+                meta = {"train": cfg.to_dict(), "epoch": epoch + 1, "step": step, "history": history,
+                        "schedule": sched.state_dict(), "ranks": comm.size,
+                        "rng": {"seed": cfg.seed, "scheme": "seed/purpose/position v1"}}
+                save_checkpoint(ckpt_path, model, opt, meta, scaler)
+                from ..formats import save
+                save(model, os.path.join(out, MODEL))
+                write_metrics(out, history)
     return history
 
 
-def _train_step(model, opt, sched, scaler, transform, data, chunk, cfg, step, epoch, s, steps_per_epoch, pre):
-    """One optimizer step over the images ``chunk``; returns (lr, mean loss, top-1 hits)."""
+def _train_step(model, opt, sched, scaler, transform, data, chunk, cfg, step, epoch, s, steps_per_epoch, pre,
+                comm, flat):
+    """One optimizer step over the images ``chunk`` (this rank's parts of them, summed over the
+    ranks through ``flat``); returns (lr, mean loss, top-1 hits)."""
+    n = len(chunk)
+    try:
+        grads, loss_total, right = _local_gradients(model, opt, scaler, transform, data, chunk, cfg, step,
+                                                    epoch, s, steps_per_epoch, pre, comm)
+        error = None
+    except Exception as exc:
+        if flat is None:
+            raise
+        grads, loss_total, right, error = None, 0.0, 0, exc
+    if flat is not None:  # the one Allreduce of the step
+        grads, loss_total, right = flat.reduce(comm, grads, loss_total, right, error, f"training step {step + 1}")
+    if scaler is not None:
+        grads = scaler.unscale(grads)
+    if cfg.clip_grad:
+        optim.clip_grad_norm(grads, cfg.clip_grad)
+    lr = sched.step()
+    if scaler is not None:
+        scaler.step(grads)
+    else:
+        opt.step(grads)
+    return lr, loss_total / n, right
+
+
+def _local_gradients(model, opt, scaler, transform, data, chunk, cfg, step, epoch, s, steps_per_epoch, pre, comm):
+    """This rank's share of one step: (gradient sum or None, loss sum, top-1 hits) of its images."""
     backend = model.backend
     n = len(chunk)
     grads, loss_total, right = None, 0.0, 0
     for m, start in enumerate(range(0, n, cfg.batch_size)):
-        idx = chunk[start:start + cfg.batch_size]
+        batch = chunk[start:start + cfg.batch_size]
+        lo, hi = share(len(batch), comm.rank, comm.size)
+        if lo == hi:  # a last batch with fewer images than ranks: none for this one
+            continue
+        idx = batch[lo:hi]
+        part = slice(lo, hi) if comm.size > 1 else None
         if transform is not None:
-            x = transform(data, idx, np.random.default_rng([cfg.seed, 1, step, m]))
+            x = transform(data, batch, np.random.default_rng([cfg.seed, 1, step, m]), part=part)
         else:
             x = eval_batch(data, idx, pre)
         y = data.labels[idx]
+        key = (cfg.seed, 2, step, m) if comm.size == 1 else (cfg.seed, 2, step, m, comm.rank)
         out = model.forward(backend.from_numpy(x, dtype=model.dtype), train=True, grad=True,
-                            rng=backend.rng(_derive(cfg.seed, 2, step, m)))
+                            rng=backend.rng(_derive(*key)))
         loss, dout, logits = _loss(out, backend.from_numpy(y), cfg.label_smoothing)
         if not math.isfinite(loss):
             raise NonFiniteLossError(
@@ -227,16 +310,7 @@ def _train_step(model, opt, sched, scaler, transform, data, chunk, cfg, step, ep
         else:
             for k in opt.trainable:
                 grads[k] += g[k]
-    if scaler is not None:
-        grads = scaler.unscale(grads)
-    if cfg.clip_grad:
-        optim.clip_grad_norm(grads, cfg.clip_grad)
-    lr = sched.step()
-    if scaler is not None:
-        scaler.step(grads)
-    else:
-        opt.step(grads)
-    return lr, loss_total / n, right
+    return grads, loss_total, right
 
 
 def _loss(out, y, smoothing):
@@ -251,11 +325,32 @@ def _loss(out, y, smoothing):
 def evaluate(model, dataset, preprocess=None, batch_size=256):
     """Eval-mode loss (mean cross-entropy), top-1 and top-5 accuracy over ``dataset``."""
     pre = resolve_preprocess(model, preprocess)
-    backend, n = model.backend, len(dataset)
+    n = len(dataset)
+    loss_sum, top1, top5 = _eval_sums(model, dataset, pre, batch_size, 0, n)
+    return {"loss": loss_sum / n, "top1": top1 / n, "top5": top5 / n, "n": n}
+
+
+def _evaluate_shared(model, dataset, pre, batch_size, comm):
+    """``evaluate`` with the images shared among the ranks: each takes a contiguous part."""
+    if comm.size == 1:
+        return evaluate(model, dataset, pre, batch_size)
+    n = len(dataset)
+    sums, error = np.zeros(4), None                                     # loss sum, top-1, top-5, flag
+    try:
+        sums[:3] = _eval_sums(model, dataset, pre, batch_size, *share(n, comm.rank, comm.size))
+    except Exception as exc:
+        error = exc
+    comm.allreduce(sums, error, "evaluating")
+    return {"loss": sums[0] / n, "top1": sums[1] / n, "top5": sums[2] / n, "n": n}
+
+
+def _eval_sums(model, dataset, pre, batch_size, lo, hi):
+    """(loss sum, top-1 hits, top-5 hits) over the images lo..hi-1 of ``dataset``."""
+    backend = model.backend
     k = min(5, model.config.num_classes)
     loss_sum, top1, top5 = 0.0, 0, 0
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(n, start + batch_size))
+    for start in range(lo, hi, batch_size):
+        idx = np.arange(start, min(hi, start + batch_size))
         x = backend.from_numpy(eval_batch(dataset, idx, pre), dtype=model.dtype)
         logits = model.forward(x)
         y = dataset.labels[idx]
@@ -264,7 +359,7 @@ def evaluate(model, dataset, preprocess=None, batch_size=256):
         ranked = np.argsort(-backend.to_numpy(logits), axis=1, kind="stable")[:, :k]   # (b, k)
         top1 += int((ranked[:, 0] == y).sum())
         top5 += int((ranked == y[:, None]).any(axis=1).sum())
-    return {"loss": loss_sum / n, "top1": top1 / n, "top5": top5 / n, "n": n}
+    return loss_sum, top1, top5
 
 
 def write_metrics(out, history):
@@ -286,8 +381,9 @@ def _make_optimizer(model, cfg):
     return optim.AdamW(model, betas=cfg.betas, eps=cfg.eps, **common)
 
 
-def _resume(path, model, opt, sched, scaler, cfg):
-    meta, params, opt_state, scaler_state = read_checkpoint(path)
+def _resume(path, state, model, opt, sched, scaler, cfg):
+    """Load ``state`` (``read_checkpoint(path)``'s result) into the run; (history, epoch, step)."""
+    meta, params, opt_state, scaler_state = state
     saved = TrainConfig.from_dict(meta["train"])
     changed = {k: (getattr(saved, k), getattr(cfg, k)) for k in TrainConfig.__dataclass_fields__
                if k != "epochs" and getattr(saved, k) != getattr(cfg, k)}
