@@ -1,4 +1,5 @@
-"""The fast NumPy inference path (npvit/model/inference.py) against the op-by-op reference path."""
+"""The fused eval path (backend kernels, whole images per thread) against the op-by-op reference path,
+and each fused kernel against its plain twin on the Backend base class."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -6,8 +7,8 @@ from hypothesis import strategies as st
 
 import npvit
 from conftest import randomize_params
+from npvit.backends import Backend
 from npvit.backends.parallel import RowPool
-from npvit.model.inference import bias_gelu_rows, layernorm_rows
 
 
 @st.composite
@@ -44,9 +45,9 @@ def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
     ref = model.forward(x)
     tol = 1e-12 if dtype == "float64" else 2e-6
     assert np.abs(fast - ref).max() <= tol * max(np.abs(ref).max(), 1.0)
+    ref_features = model.forward_features(x)
     model.fast_inference = True
-    np.testing.assert_allclose(model.forward_features(x), model._forward_features(model._check_input(x), None, None),
-                               rtol=tol * 10, atol=tol * 10)
+    np.testing.assert_allclose(model.forward_features(x), ref_features, rtol=tol * 10, atol=tol * 10)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -54,45 +55,126 @@ def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
 def test_every_way_of_sharing_the_batch_gives_the_reference_features(monkeypatch, threads, group_rows):
     """Whole images per thread in groups of every size (one image per group, a few, all of them),
     plus the images left over for the row-split path, for batches that do and do not divide."""
-    from npvit.backends.numpy_backend import NumpyBackend
-    from npvit.model import inference
+    from npvit.backends import numpy_backend
 
-    monkeypatch.setattr(inference, "GROUP_ROWS", group_rows)
-    be = NumpyBackend()
-    be.pool = RowPool(threads)
+    monkeypatch.setattr(numpy_backend, "GROUP_ROWS", group_rows)
+    be = _numpy_backend(threads)
     cfg = npvit.ViTConfig(img_size=12, patch_size=4, embed_dim=8, depth=2, num_heads=2, num_classes=3)
     model = npvit.VisionTransformer(cfg, dtype="float64", backend=be, seed=1)
     randomize_params(model, 1, scale=0.3)
     for batch in (1, 2, 3, 5, 7):
         x = model._check_input(np.random.default_rng(batch).standard_normal((batch, 3, 12, 12)))
-        ref = model._forward_features(x, None, None)
-        fast = inference.InferenceEngine(model).features(x)
+        model.fast_inference = False
+        ref = model.forward_features(x)
+        model.fast_inference = True
+        fast = model.forward_features(x)
         np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)
         # The class token alone (the last block skips the other rows' queries, projection and MLP)
-        prefix = inference.InferenceEngine(model).features(x, prefix_only=True)
+        run = model._pass(train=False, grad=False)
+        prefix = model._map_images(lambda images: model._features(images, run, prefix_only=True)[0], x)
         assert prefix.shape == (batch, 1, 8)
         np.testing.assert_allclose(prefix, ref[:, :1], rtol=1e-12, atol=1e-12)
 
 
-def test_fused_gelu_and_layernorm_kernels_against_their_plain_twins():
-    from npvit.backends import get_backend
-    from npvit.ops.activations import gelu_forward
-    from npvit.ops.layernorm import layernorm_forward
+# --- each fused kernel against its plain twin (Backend's xp version) ----------------------------
+# float32: the same products and sums in another order (row blocks vs whole arrays) through
+# LayerNorm, a product of up to 24 terms and GELU: a few ulp of the largest value; float64 the same
+# at its own precision.  A wrong kernel (a missing bias, a head out of place) is off by O(1).
+TOL = {"float32": 2e-5, "float64": 1e-12}
 
-    be, rng = get_backend("numpy"), np.random.default_rng(0)
-    for dtype, tol in ((np.float32, 1e-6), (np.float64, 1e-14)):
-        for kind in ("exact", "tanh"):
-            x = (4 * rng.standard_normal((20, 50))).astype(dtype)
-            bias = rng.standard_normal(50).astype(dtype)
-            got = x.copy()
-            bias_gelu_rows(got, bias, kind, [np.empty((20, 50), dtype) for _ in range(3)], be)
-            want = gelu_forward(x + bias, kind, be)[0]
-            np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
-        x = rng.standard_normal((7, 33)).astype(dtype)
-        w, b = rng.standard_normal(33).astype(dtype), rng.standard_normal(33).astype(dtype)
-        out = np.empty_like(x)
-        layernorm_rows(x, w, b, 1e-6, out)
-        np.testing.assert_allclose(out, layernorm_forward(x, w, b, 1e-6, be)[0], rtol=tol * 10, atol=tol * 10)
+
+def _numpy_backend(threads):
+    from npvit.backends.numpy_backend import NumpyBackend
+
+    be = NumpyBackend()
+    be.pool = RowPool(threads)
+    return be
+
+
+def _kernel_and_twin(be, name):
+    """The backend's kernel ``name`` and the Backend base class's plain twin, run on ``be``."""
+    return getattr(be, name), lambda *a, **k: getattr(Backend, name)(be, *a, **k)
+
+
+def _serially(be, fn):
+    """Run fn() as a thread that owns whole images does (kernels on the calling thread)."""
+    return be.map_batch(lambda lo, hi: fn(), 1, 1)[0]
+
+
+def _close(got, want, dtype):
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * max(1.0, np.abs(want).max()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 300), D=st.integers(1, 24), width=st.integers(1, 40),
+       act=st.sampled_from([None, "exact", "tanh"]), bias=st.sampled_from(["none", "full", "leading"]),
+       threads=st.integers(1, 3), serial=st.booleans(), dtype=st.sampled_from(["float32", "float64"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_layernorm_linear_kernel_equals_its_twin(rows, D, width, act, bias, threads, serial, dtype, seed):
+    rng = np.random.default_rng(seed)
+    be = _numpy_backend(threads)
+    kernel, twin = _kernel_and_twin(be, "layernorm_linear")
+    x = (3 * rng.standard_normal((1, rows, D)) + 1).astype(dtype)
+    nw, nb = (1 + rng.standard_normal(D)).astype(dtype), rng.standard_normal(D).astype(dtype)
+    w = rng.standard_normal((width, D)).astype(dtype)
+    b = {"none": None, "full": rng.standard_normal(width), "leading": rng.standard_normal(max(1, width // 3))}[bias]
+    b = None if b is None else b.astype(dtype)
+    normed, normed_twin = np.empty((rows, D), dtype), np.empty((rows, D), dtype)
+    call = lambda: kernel(x, nw, nb, 1e-5, w, b, act=act, normed=normed)
+    got = _serially(be, call) if serial else call()
+    want = twin(x, nw, nb, 1e-5, w, b, act=act, normed=normed_twin)
+    assert got.shape == want.shape == (1, rows, width)
+    _close(got, want, dtype)
+    _close(normed, normed_twin, dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 300), D=st.integers(1, 24), width=st.integers(1, 40), bias=st.booleans(),
+       threads=st.integers(1, 3), serial=st.booleans(), dtype=st.sampled_from(["float32", "float64"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_linear_residual_kernel_equals_its_twin(rows, D, width, bias, threads, serial, dtype, seed):
+    rng = np.random.default_rng(seed)
+    be = _numpy_backend(threads)
+    kernel, twin = _kernel_and_twin(be, "linear_residual")
+    x, h = rng.standard_normal((2, rows, D)).astype(dtype), rng.standard_normal((2, rows, width)).astype(dtype)
+    w = rng.standard_normal((width, D)).astype(dtype)
+    b = rng.standard_normal(width).astype(dtype) if bias else None
+    got, want = h.copy(), h.copy()
+    out = _serially(be, lambda: kernel(x, w, b, got)) if serial else kernel(x, w, b, got)
+    assert out is got                                                # in place
+    twin(x, w, b, want)
+    _close(got, want, dtype)
+    assert np.abs(got - h).max() > 0                                 # it did add something
+
+
+@settings(max_examples=30, deadline=None)
+@given(lead=st.lists(st.integers(1, 3), min_size=1, max_size=2), heads=st.integers(1, 4),
+       dh=st.integers(1, 6), Nq=st.integers(1, 30), N=st.integers(1, 30),
+       bias=st.sampled_from(["none", "heads", "lead0", "full"]), threads=st.integers(1, 3),
+       serial=st.booleans(), dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**31 - 1))
+def test_attention_kernel_equals_its_twin(lead, heads, dh, Nq, N, bias, threads, serial, dtype, seed):
+    """On views into qkv-like tensors (as the blocks pass them), with every kind of score bias;
+    both against softmax attention written out in float64 too."""
+    rng = np.random.default_rng(seed)
+    be = _numpy_backend(threads)
+    kernel, twin = _kernel_and_twin(be, "attention")
+    D = heads * dh
+    q = rng.standard_normal((*lead, Nq, 2 * D)).astype(dtype)[..., D:]        # strided views
+    kv = rng.standard_normal((*lead, N, 2 * D)).astype(dtype)
+    k, v = kv[..., :D], kv[..., D:]
+    shape = {"none": None, "heads": (heads, Nq, N), "lead0": (lead[0],) + (1,) * len(lead[1:]) + (1, Nq, N),
+             "full": (*lead, heads, Nq, N)}[bias]
+    b = None if shape is None else (3 * rng.standard_normal(shape)).astype(dtype)
+    call = lambda: kernel(q, k, v, heads, 0.4, b)
+    got = _serially(be, call) if serial else call()
+    want = twin(q, k, v, heads, 0.4, b)
+    assert got.shape == want.shape == (*lead, Nq, D)
+    _close(got, want, dtype)
+    heads_of = lambda a: np.moveaxis(a.astype(np.float64).reshape(*a.shape[:-1], heads, dh), -2, -3)
+    s = 0.4 * heads_of(q) @ np.swapaxes(heads_of(k), -1, -2) + (0 if b is None else b)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    ref = np.moveaxis((p / p.sum(-1, keepdims=True)) @ heads_of(v), -3, -2).reshape(*lead, Nq, D)
+    _close(got, ref, dtype)
 
 
 def test_row_pool_covers_every_row_once_and_reraises():
@@ -116,7 +198,7 @@ def test_row_pool_covers_every_row_once_and_reraises():
 def test_rowwise_gradients_are_bit_identical_for_any_thread_count():
     """LayerNorm's parameter gradients are sums over row blocks: the result must not depend on how
     many threads ran them or in which order they finished (resume-equivalence relies on it)."""
-    from npvit.backends import numpy_backend
+    from npvit.backends.blocking import INLINE_BELOW
     from npvit.backends.numpy_backend import NumpyBackend
     from npvit.ops.layernorm import layernorm_backward, layernorm_forward
 
@@ -124,7 +206,7 @@ def test_rowwise_gradients_are_bit_identical_for_any_thread_count():
     # big enough to go through the pool (small arrays stay on the calling thread)
     x, dy = rng.standard_normal((3000, 64)).astype(np.float32), rng.standard_normal((3000, 64)).astype(np.float32)
     w, b = rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
-    assert x.size >= numpy_backend._INLINE_BELOW
+    assert x.size >= INLINE_BELOW
     results = []
     for threads in (1, 2, 3, 2):
         be = NumpyBackend()

@@ -4,7 +4,7 @@ import pytest
 
 import npvit
 from conftest import randomize_params
-from npvit.model.vit import parameter_shapes
+from npvit.model.schema import parameter_shapes
 
 TINY = dict(img_size=16, patch_size=4, embed_dim=12, depth=2, num_heads=3, num_classes=5)
 

@@ -101,12 +101,12 @@ def test_every_parameter_gets_a_gradient_that_matters(backend):
 
 def test_model_gradcheck_catches_a_broken_backward(backend, monkeypatch):
     """Negative control at model level: a GELU backward whose derivative is 1% off must be caught."""
-    from npvit.model import vit
+    from npvit.ops import sublayer
 
     def wrong_gelu_backward(dy, cache):
         return dy * cache.deriv * 1.01
 
-    monkeypatch.setattr(vit, "gelu_backward", wrong_gelu_backward)
+    monkeypatch.setattr(sublayer, "gelu_backward", wrong_gelu_backward)
     cfg = npvit.ViTConfig(img_size=8, patch_size=4, embed_dim=4, depth=1, num_heads=2, num_classes=3)
     model = npvit.VisionTransformer(cfg, dtype="float64", backend=backend, seed=0)
     randomize_params(model, 0, scale=1.0)

@@ -127,7 +127,7 @@ def test_attention_is_stable_at_extreme_logits(h):
     dy = np.array([[[0.5], [-1.0], [2.0]]])
     for dtype in (np.float32, np.float64):
         out, cache = attention_forward(h.be.from_numpy(qkv.astype(dtype)), 1, 1.0, h.be)
-        dqkv = h.host(attention_backward(h.be.from_numpy(dy.astype(dtype)), cache))
+        dqkv = h.host(attention_backward(h.be.from_numpy(dy.astype(dtype)), cache)[0])
         np.testing.assert_allclose(h.host(out)[0, :, 0], probs @ v, rtol=1e-4 if dtype == np.float32 else 1e-6)
         assert np.isfinite(dqkv).all()
     np.testing.assert_allclose(h.host(out)[0, 1, 0], 2.0)                   # all-equal scores: the mean
@@ -147,8 +147,60 @@ def test_attention(h, B, N, heads, dh, scale, drop, seed):
     run = lambda a: attention_forward(h.dev(a), heads, scale, h.be, drop, None, drop_mask=mask)
     out, cache = run(qkv)
     dy = rng.standard_normal(h.host(out).shape)
-    dqkv = h.host(attention_backward(h.dev(dy), cache))
-    directional_check(lambda a: h.host(run(a)[0]), [qkv], [dqkv], dy, seed=seed)
+    dqkv, dbias = attention_backward(h.dev(dy), cache)
+    assert dbias is None
+    directional_check(lambda a: h.host(run(a)[0]), [qkv], [h.host(dqkv)], dy, seed=seed)
+
+
+@st.composite
+def score_bias_cases(draw):
+    """Leading axes (ViT: (B,); Swin: (B, windows)) and a bias shape broadcastable to
+    (*lead, H, N, N): a relative-position bias (H, N, N), Swin's (windows, H, N, N), a per-item
+    mask (B, 1, N, N), a full one, or a shared (N, N)."""
+    lead = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    heads, N = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    full = (*lead, heads, N, N)
+    keep = draw(st.lists(st.booleans(), min_size=len(full) - 2, max_size=len(full) - 2))
+    bias = tuple(n if k else 1 for n, k in zip(full[:-2], keep)) + (N, N)
+    drop_leading = draw(st.integers(0, len(full) - 2))
+    bias = bias[drop_leading:] if all(b == 1 for b in bias[:drop_leading]) else bias
+    return lead, heads, N, bias
+
+
+@SETTINGS
+@given(case=score_bias_cases(), dh=st.integers(1, 3), drop=st.sampled_from([0.0, 0.3]), seed=seeds)
+def test_attention_with_score_bias(h, case, dh, drop, seed):
+    """The bias's gradient is dS summed over the axes it was broadcast along; checked together
+    with dqkv along one random direction, and on its own."""
+    lead, heads, N, bshape = case
+    rng = np.random.default_rng(seed)
+    qkv = rng.standard_normal((*lead, N, 3 * heads * dh))
+    bias = 2.0 * rng.standard_normal(bshape)
+    mask = h.dev((rng.random((*lead, heads, N, N)) >= drop) / (1 - drop)) if drop else None
+    run = lambda a, b: attention_forward(h.dev(a), heads, 0.7, h.be, drop, None, drop_mask=mask,
+                                         bias=h.dev(b), bias_grad=True)
+    out, cache = run(qkv, bias)
+    dy = rng.standard_normal(h.host(out).shape)
+    dqkv, dbias = (h.host(g) for g in attention_backward(h.dev(dy), cache))
+    assert dbias.shape == bshape
+    directional_check(lambda a, b: h.host(run(a, b)[0]), [qkv, bias], [dqkv, dbias], dy, seed=seed)
+    directional_check(lambda b: h.host(run(qkv, b)[0]), [bias], [dbias], dy, seed=seed + 1)
+    # a constant mask (bias_grad=False) costs no gradient
+    _, const = attention_forward(h.dev(qkv), heads, 0.7, h.be, bias=h.dev(bias))
+    assert attention_backward(h.dev(dy), const)[1] is None
+
+
+def test_attention_score_bias_check_catches_a_wrong_gradient(h):
+    """Negative control: the bias gradient without its reduction over the broadcast batch axis
+    (one window's share instead of the sum) must fail the check."""
+    rng = np.random.default_rng(5)
+    qkv, bias = rng.standard_normal((3, 2, 4, 6)), rng.standard_normal((2, 1, 4, 4))
+    run = lambda b: attention_forward(h.dev(qkv), 1, 0.5, h.be, bias=h.dev(b), bias_grad=True)
+    out, cache = run(bias)
+    dy = rng.standard_normal(h.host(out).shape)
+    _, dbias = attention_backward(h.dev(dy), cache)
+    with pytest.raises(AssertionError, match="gradient check failed"):
+        directional_check(lambda b: h.host(run(b)[0]), [bias], [h.host(dbias) / 3], dy, seed=5)
 
 
 @SETTINGS

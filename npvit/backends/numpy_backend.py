@@ -10,11 +10,17 @@ Two evaluations of erf, chosen by dtype:
 * float32 / float16 -- Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7, computed in float32.
   That is below float32 GELU rounding (PyTorch's own float32 erf differs from float64 by ~1e-6).
 """
+import contextlib
 import math
+import threading
 
 import numpy
 
-from .base import Backend
+from ..ops.activations import gelu_rows
+from ..ops.attention import LOG2E, attend, score_bias
+from ..ops.layernorm import layernorm_rows
+from .base import Backend, _bias_act
+from .blocking import GROUP_ROWS, INLINE_BELOW, rows_per_block
 
 _SERIES_LIMIT = 3.0
 _CF_DEPTH = 60
@@ -128,14 +134,21 @@ def gelu_exact_float32(x, out, scratch, deriv=None):
     out -= s1
 
 
-# Arrays smaller than this (elements) are worked on by the calling thread: a round trip through the
-# pool costs tens of microseconds, more than a tiny model's ops take (measured: a 4-block, 32-wide
-# ViT's train step ran 2x slower when every op went through the pool).
-_INLINE_BELOW = 1 << 17
-
-
 class NumpyBackend(Backend):
-    """NumPy, plus a thread pool and control of OpenBLAS's threads."""
+    """NumPy, plus a thread pool, control of OpenBLAS's threads, and fused eval kernels.
+
+    Threads: NumPy's ufuncs run on one core but release the GIL, so npvit splits work between
+    the threads of its row pool (``parallel.py``), with OpenBLAS held at one thread (its own
+    workers would spin on the pool's cores).  Work is split two ways:
+
+    * by rows, inside each op or kernel (``rowwise``, and the kernels below): every step of a
+      training step, and an eval forward of the images left over below;
+    * by whole images (``map_batch``): each thread runs an entire eval forward on its own share
+      of the batch, ~``GROUP_ROWS`` token rows at a time, never waiting for the others, with
+      every product large enough to run near its peak rate.  Inside such a share the ops and
+      kernels run on the calling thread (``_local.serial``).
+    Block sizes come from ``blocking.py``.
+    """
 
     name = "numpy"
     xp = numpy
@@ -146,6 +159,7 @@ class NumpyBackend(Backend):
 
         self.pool = RowPool()
         self.blas = OpenBlas()
+        self._local = threading.local()
 
     def to_numpy(self, x):
         return numpy.asarray(x)
@@ -158,28 +172,6 @@ class NumpyBackend(Backend):
 
         return keep_freed_memory()
 
-    def rowwise(self, fn, *arrays, block=None):
-        n = arrays[0].shape[0]
-        if block is None:  # one call per thread, on an even share of the rows
-            def worker(lo, hi):
-                return [fn(*(a[lo:hi] for a in arrays))]
-            min_rows = 1
-        else:
-            def worker(lo, hi):
-                return [fn(*(a[start:min(start + block, hi)] for a in arrays)) for start in range(lo, hi, block)]
-            min_rows = block
-        # Results come back in block order and blocks have a fixed size, so anything the caller
-        # sums over them (parameter gradients) is bit-identical from run to run and for any
-        # number of threads.  OpenBLAS is held at one thread inside: the pool's threads are the
-        # parallelism, and OpenBLAS's own workers, once woken, spin for ~0.1 s after each product
-        # and would take the cores from the pool (measured: 2.9 s -> 2.3 s per S/16 train step).
-        with self.blas.limit(1):
-            if arrays[0].size < _INLINE_BELOW:  # handing out the work would cost more than it takes
-                per_slice = [worker(0, n)]
-            else:
-                per_slice = self.pool.run(worker, n, min_rows=min_rows)
-        return [r for results in per_slice for r in results]
-
     def erf(self, x):
         if x.dtype == numpy.float64:
             return erf_float64(x)
@@ -188,7 +180,134 @@ class NumpyBackend(Backend):
     # Fused float32 GELU: ~20 in-place passes over a cache-sized block, no temporaries; float64
     # keeps the plain twin (exact erf), which the gradient checks rely on.
     def gelu_exact(self, x, out, deriv=None, scratch=None):
-        """``scratch``: three arrays shaped like ``x`` that a caller reuses across blocks."""
         if x.dtype != numpy.float32:
             return super().gelu_exact(x, out, deriv)
         gelu_exact_float32(x, out, scratch or [numpy.empty_like(x) for _ in range(3)], deriv)
+
+    # --- execution ---------------------------------------------------------------------
+    def _serial(self):
+        """True inside a thread that owns whole images (``map_batch``): run everything here."""
+        return getattr(self._local, "serial", False)
+
+    def parallel_for(self, fn, n, min_rows=1, work=None):
+        """Call ``fn(lo, hi)`` over slices of ``range(n)`` on the pool (boundaries multiples of
+        ``min_rows``), or once on this thread when ``work`` (elements touched) is too small to be
+        worth handing out, or inside a ``map_batch`` share.  Returns the results in order."""
+        if self._serial() or (work is not None and work < INLINE_BELOW):
+            return [fn(0, n)]
+        with self.blas.limit(1):
+            return self.pool.run(fn, n, min_rows=min_rows)
+
+    def rowwise(self, fn, *arrays, blocked=False, row_size=None):
+        n = arrays[0].shape[0]
+        if not blocked:  # one call per thread, on an even share of the rows
+            def worker(lo, hi):
+                return [fn(*(a[lo:hi] for a in arrays))]
+            block = 1
+        else:
+            if row_size is None:
+                row_size = max(a.size // max(1, a.shape[0]) for a in arrays)
+            block = rows_per_block(row_size)
+
+            def worker(lo, hi):
+                return [fn(*(a[s:min(s + block, hi)] for a in arrays)) for s in range(lo, hi, block)]
+        # Results come back in block order and blocks have a fixed size, so anything the caller
+        # sums over them (parameter gradients) is bit-identical from run to run and for any
+        # number of threads.
+        per_slice = self.parallel_for(worker, n, min_rows=block, work=arrays[0].size)
+        return [r for results in per_slice for r in results]
+
+    def map_batch(self, fn, n, rows_per_item):
+        threads = self.pool.num_threads
+        whole = threads * (n // threads)                    # items that go whole to a thread
+
+        def share(lo, hi):                                  # one thread's items, GROUP_ROWS at a time
+            groups = min(hi - lo, -(-(hi - lo) * rows_per_item // GROUP_ROWS))
+            bounds = [lo + (hi - lo) * g // groups for g in range(groups + 1)]
+            self._local.serial = True
+            try:
+                return [fn(a, b) for a, b in zip(bounds, bounds[1:])]
+            finally:
+                self._local.serial = False
+
+        results = []
+        with self.blas.limit(1):
+            if whole and threads > 1 and not self._serial():
+                for part in self.pool.run(share, whole, min_rows=whole // threads):
+                    results.extend(part)
+            elif whole:
+                results.extend(share(0, whole) if not self._serial() else [fn(0, whole)])
+            if whole < n:  # the rest, a few images, row by row across the pool
+                results.append(fn(whole, n))
+        return results
+
+    def blas_limit(self, n):
+        return contextlib.nullcontext() if self._serial() else self.blas.limit(n)
+
+    # --- eval kernels --------------------------------------------------------------------
+    # Each splits its rows over the pool (or runs on this thread inside a map_batch share), and
+    # does all its work on a slice of rows in one call, while they are in cache.
+    def layernorm_linear(self, x, norm_weight, norm_bias, eps, weight, bias=None, act=None, normed=None):
+        D, width = x.shape[-1], weight.shape[0]
+        rows = x.reshape(-1, D)
+        M = rows.shape[0]
+        y = numpy.empty((M, width), x.dtype)
+        ln = normed if normed is not None else numpy.empty_like(rows)
+        weight_t = weight.T
+        block = rows_per_block(width)
+
+        def work(lo, hi):
+            layernorm_rows(rows[lo:hi], norm_weight, norm_bias, eps, ln[lo:hi], numpy)
+            numpy.matmul(ln[lo:hi], weight_t, out=y[lo:hi])
+            if act is None:
+                _bias_act(y[lo:hi], bias, None, self)
+                return
+            scratch = [numpy.empty((block, width), x.dtype) for _ in range(3)]
+            for s in range(lo, hi, block):                  # bias + GELU while the rows are in cache
+                e = min(s + block, hi)
+                if bias is not None:
+                    y[s:e, :bias.shape[0]] += bias
+                gelu_rows(y[s:e], act, self, y[s:e], scratch=[a[:e - s] for a in scratch])
+
+        self.parallel_for(work, M, min_rows=block, work=M * width)
+        return y.reshape(*x.shape[:-1], width)
+
+    def linear_residual(self, x, weight, bias, h):
+        D = h.shape[-1]
+        rows, stream = x.reshape(-1, x.shape[-1]), h.reshape(-1, D)
+        weight_t = weight.T
+
+        def work(lo, hi):
+            y = rows[lo:hi] @ weight_t
+            if bias is not None:
+                y += bias
+            stream[lo:hi] += y
+
+        self.parallel_for(work, rows.shape[0], work=stream.size)
+        return h
+
+    def attention(self, q, k, v, num_heads, scale, bias=None):
+        """Heads in cache-sized blocks, on views of q, k, v (no split copies), written straight
+        into the output's head columns."""
+        *lead, Nq, D = q.shape
+        N, H = k.shape[-2], num_heads
+        B, Dh = math.prod(lead), D // H
+        q4, k4, v4 = (a.reshape(B, -1, H, Dh) for a in (q, k, v))
+        out = numpy.empty((*lead, Nq, D), q.dtype)
+        o4 = out.reshape(B, Nq, H, Dh)
+        sb = None if bias is None else score_bias(bias, lead, H, Nq, N, numpy, q.dtype)
+        c = scale * LOG2E                                   # scores in base 2 (see ops/attention.py)
+        block = rows_per_block(Nq * N)
+
+        def heads(lo, hi):                                  # the (item, head) pairs lo .. hi-1
+            g = lo
+            while g < hi:
+                b, h0 = divmod(g, H)
+                h1 = min(h0 + block, H, h0 + hi - g)        # a run of heads within item b
+                view = lambda a: a[b, :, h0:h1].transpose(1, 0, 2)          # (heads, n, Dh)
+                bias_ = None if sb is None else sb.items[sb.index[g:g + h1 - h0]]
+                attend(view(q4) * c, view(k4), view(v4), numpy, bias_, out=view(o4))
+                g += h1 - h0
+
+        self.parallel_for(heads, B * H, work=B * H * Nq * N)
+        return out

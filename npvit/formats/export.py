@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ..model.vit import parameter_shapes
+from ..model.schema import parameter_shapes
 from .atomic import atomic_write
 from .safetensors import write_safetensors
 

@@ -16,7 +16,8 @@ import warnings
 
 from ..model.config import ViTConfig
 from ..model.init import init_params
-from ..model.vit import VisionTransformer, parameter_shapes
+from ..model.schema import parameter_shapes
+from ..model.vit import VisionTransformer
 from ..preprocess.config import PRESETS, PreprocessConfig, preset
 from .detect import read_checkpoint
 from .errors import CheckpointError

@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from ..model.config import ViTConfig
-from ..model.vit import parameter_shapes
+from ..model.schema import parameter_shapes
 from ..preprocess.config import PreprocessConfig
 from .atomic import atomic_write
 from .checkpoint import Checkpoint

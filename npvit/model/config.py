@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
 from ..ops.activations import GELU_KINDS
+from .schema import vit_parameter_shapes
 
 Size = Union[int, Tuple[int, int]]
 CLASSIFIERS = ("token", "gap")
@@ -72,6 +73,10 @@ class ViTConfig:
     def num_features(self):
         """Width of the pooled feature the head reads (the representation size when present)."""
         return self.representation_size or self.embed_dim
+
+    def parameter_shapes(self):
+        """{state-dict name: shape} of a ViT with this config (model/schema.py)."""
+        return vit_parameter_shapes(self)
 
     def validate(self):
         def bad(msg):

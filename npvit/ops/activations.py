@@ -21,10 +21,6 @@ class GeluCache(NamedTuple):
     backend: Any
 
 
-# Rows per block when the backend splits the work: 32 x 3072 float32 temporaries stay in L2.
-_BLOCK_ROWS = 32
-
-
 def gelu_forward(x, kind, backend, keep_grad=True):
     """y = GELU(x); with ``keep_grad=False`` the derivative is not computed and the cache is None."""
     if kind not in GELU_KINDS:
@@ -33,7 +29,7 @@ def gelu_forward(x, kind, backend, keep_grad=True):
     y = xp.empty_like(x)
     deriv = xp.empty_like(x) if keep_grad else None
     rows = [a.reshape(-1, a.shape[-1]) if x.ndim > 1 else a for a in (x, y, deriv) if a is not None]
-    backend.rowwise(lambda x_, y_, *d_: _gelu(x_, kind, backend, y_, *d_), *rows, block=_BLOCK_ROWS)
+    backend.rowwise(lambda x_, y_, *d_: gelu_rows(x_, kind, backend, y_, *d_), *rows, blocked=True)
     return y, (GeluCache(deriv, backend) if keep_grad else None)
 
 
@@ -45,17 +41,31 @@ def gelu_backward(dy, cache):
     return dx
 
 
-def _gelu(x, kind, backend, out, deriv=None):
-    """out = GELU(x) (and deriv = GELU'(x) if given) for a block of rows."""
+def gelu_rows(x, kind, backend, out, deriv=None, scratch=None):
+    """out = GELU(x) (and deriv = GELU'(x) if given) for a block of rows; ``out`` may be ``x``.
+    ``scratch``: three arrays shaped like ``x`` that a caller reuses across blocks (else allocated)."""
     if kind == "exact":
-        backend.gelu_exact(x, out, deriv)  # a fused kernel where the backend has one
+        backend.gelu_exact(x, out, deriv, scratch=scratch)  # a fused kernel where the backend has one
         return
     xp = backend.xp
-    x2 = x * x
-    t = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * (x2 * x)))                  # x*x*x: np.power is slow
-    if deriv is not None:
-        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x2)
-        deriv[...] = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+    # tanh form in place: t = tanh(u), u = sqrt(2/pi) x (1 + c x^2)
+    x2, t = scratch[:2] if scratch is not None else (xp.empty_like(x), xp.empty_like(x))
+    xp.multiply(x, x, out=x2)
+    xp.multiply(x2, _TANH_C, out=t)
+    t += 1.0
+    t *= x
+    t *= _SQRT_2_OVER_PI
+    xp.tanh(t, out=t)
+    if deriv is not None:  # 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, du/dx = sqrt(2/pi) (1 + 3 c x^2)
+        x2 *= 3.0 * _TANH_C * _SQRT_2_OVER_PI
+        x2 += _SQRT_2_OVER_PI
+        x2 *= x
+        xp.multiply(t, t, out=deriv)
+        xp.subtract(1.0, deriv, out=deriv)
+        deriv *= x2
+        deriv += t
+        deriv += 1.0
+        deriv *= 0.5
     t += 1.0
     xp.multiply(t, x, out=out)
     out *= 0.5

@@ -2,7 +2,8 @@
 rstd = 1/sqrt(var + eps).
 
 Shapes: x (..., D) -> y (..., D).  Cache: xhat, rstd and the weight.  Keeping xhat instead of x
-costs the same memory (x itself is then free) and spares the backward recomputing it.
+costs the same memory (x itself is then free) and spares the backward recomputing it.  With
+``keep_grad=False`` (an eval forward) nothing is kept and xhat is never stored.
 
 Row sums go through matrix-vector products (BLAS reads a row block at memory speed, where NumPy's
 ``sum(axis=-1)`` costs about three elementwise passes), and the backward needs only one (rows, D)
@@ -12,16 +13,14 @@ from typing import Any, NamedTuple
 
 
 class LayerNormCache(NamedTuple):
+    # xhat, never x: a pre-norm block's LayerNorm reads the residual stream, and the residual add
+    # (ops/residual.py) then writes the block's output into that same array in place.  Keeping x
+    # here would keep an array that is overwritten before the backward reads it.
     xhat: Any    # (M, D) normalised input
     rstd: Any    # (M, 1)
     weight: Any  # (D,)
     shape: tuple  # x.shape
     backend: Any
-
-
-# Rows per block when the backend splits the work (see Backend.rowwise): large enough that the
-# dozen NumPy calls per block cost little next to the arithmetic (measured best of 16..256).
-_BLOCK_ROWS = 256
 
 
 def normalize_rows(x, eps, xhat, xp):
@@ -35,10 +34,22 @@ def normalize_rows(x, eps, xhat, xp):
     return rstd[:, None]
 
 
-def layernorm_forward(x, weight, bias, eps, backend):
+def layernorm_rows(x, weight, bias, eps, out, xp):
+    """out = LayerNorm(x) for a (rows, D) block; returns rstd (rows, 1)."""
+    rstd = normalize_rows(x, eps, out, xp)
+    out *= weight
+    out += bias
+    return rstd
+
+
+def layernorm_forward(x, weight, bias, eps, backend, keep_grad=True):
     xp, D = backend.xp, x.shape[-1]
     rows = x.reshape(-1, D)
-    y, xhat = xp.empty_like(rows), xp.empty_like(rows)
+    y = xp.empty_like(rows)
+    if not keep_grad:
+        backend.rowwise(lambda x_, y_: layernorm_rows(x_, weight, bias, eps, y_, xp), rows, y, blocked=True)
+        return y.reshape(x.shape), None
+    xhat = xp.empty_like(rows)
     rstd = xp.empty((rows.shape[0], 1), x.dtype)
 
     def block(x_, y_, xhat_, rstd_):
@@ -46,7 +57,7 @@ def layernorm_forward(x, weight, bias, eps, backend):
         xp.multiply(xhat_, weight, out=y_)
         y_ += bias
 
-    backend.rowwise(block, rows, y, xhat, rstd, block=_BLOCK_ROWS)
+    backend.rowwise(block, rows, y, xhat, rstd, blocked=True)
     return y.reshape(x.shape), LayerNormCache(xhat, rstd, weight, x.shape, backend)
 
 
@@ -73,7 +84,7 @@ def layernorm_backward(dy, cache):
         dx_ *= rstd_
         return dweight, dbias
 
-    parts = backend.rowwise(block, xhat, dy, rstd, dx, block=_BLOCK_ROWS)
+    parts = backend.rowwise(block, xhat, dy, rstd, dx, blocked=True)
     dweight, dbias = parts[0]
     for dw, db in parts[1:]:  # per-block partial sums of the parameter gradients
         dweight = dweight + dw

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..formats.atomic import atomic_write
 from ..formats.native import META_KEY, VERSION
-from ..model.vit import parameter_shapes
+from ..model.schema import parameter_shapes
 
 STORAGE = ("float16", "float32", "float64")
 
