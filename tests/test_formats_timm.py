@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import npvit
+from npvit.formats import CheckpointError
 from formats_refs import TINY, assert_close, photos, randomize, run_torch, timm_vit
 
 torch = pytest.importorskip("torch")
@@ -122,7 +123,9 @@ def test_standard_width_needs_no_heads(tmp_path):
 def test_unknown_width_asks_for_num_heads(tmp_path):
     path = tmp_path / "vit.pth"
     torch.save(_sd(timm_vit(seed=17)), path)
-    with pytest.raises(ValueError, match=r"pass num_heads=\.\.\."):
+    # every head count that fits is listed (the true one, 4, among them), and none is picked
+    with pytest.raises(CheckpointError, match=r"will not guess: pass num_heads=N.* divide 64: "
+                       r"1 \(head_dim 64\), 2 \(head_dim 32\), 4 \(head_dim 16\), 8 \(head_dim 8\)$"):
         npvit.load(path)
 
 

@@ -2,7 +2,7 @@
 
 Containers are told apart by their first bytes, not by the file name:
 
-    PK\\x03\\x04 + members "*.npy"        NumPy .npz   (np.load, allow_pickle=False)
+    PK\\x03\\x04 + members "*.npy"        NumPy .npz   (ziparchive.py: headers checked, then read)
     PK\\x03\\x04 + member ".../data.pkl"  PyTorch zip  (torch.load(weights_only=True), only if torch is installed)
     \\x80 (pickle protocol 2+)           legacy PyTorch pickle (same rule)
     u64 length + "{"                     safetensors  (our own NumPy reader)
@@ -11,12 +11,12 @@ A pickle is never opened by anything but torch's weights-only unpickler, which r
 arbitrary classes; without torch such a file is refused unread.
 """
 import os
-import zipfile
 
 import numpy as np
 
 from .errors import CheckpointError
 from .safetensors import looks_like_safetensors, read_safetensors
+from .ziparchive import npy_spec, open_zip, read_member
 
 _FLOAT_KINDS = "fiu"
 _TORCH_WRAPPERS = ("state_dict", "model", "model_state", "model_state_dict", "module", "net",
@@ -45,12 +45,8 @@ def sniff(path):
 
 
 def _sniff_zip(path):
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except zipfile.BadZipFile as exc:
-        raise CheckpointError(f"{path}: a zip archive (.npz or PyTorch file) that cannot be opened "
-                              f"({exc}): it is truncated or corrupted; download it again") from None
+    with open_zip(path) as z:
+        names = z.namelist()
     if any(n.endswith("data.pkl") for n in names):
         return "torch_zip"
     if names and all(n.endswith(".npy") for n in names):
@@ -60,25 +56,28 @@ def _sniff_zip(path):
 
 
 def read_npz(path):
-    """All arrays of an .npz, checked to be plain numbers (object arrays would need pickle)."""
-    arrays = {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for name in z.files:
-                arrays[name] = _check_array(path, name, z[name])
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: the .npz archive is truncated or corrupted ({exc}); "
-                              "download or write it again") from None
-    except ValueError as exc:
-        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise CheckpointError(f"{path}: an array holds Python objects (dtype=object), which "
-                                  "would need pickle to read; checkpoints hold numbers only") from None
-        raise CheckpointError(f"{path}: an array in the .npz cannot be read ({exc})") from None
+    """All arrays of an .npz, checked to be plain numbers (object arrays would need pickle).
+
+    Every member's header is read and checked first (``ziparchive``); an npvit file's arrays must
+    also have the shapes its own config gives them.  Only then is any array data decompressed.
+    """
+    with open_zip(path) as z:
+        infos = z.infolist()
+        specs = {info.filename[:-4]: (info, npy_spec(path, z, info)) for info in infos}
+        from .native import META_KEY, check_specs  # native imports this module's siblings only
+
+        if META_KEY in specs:
+            info, spec = specs[META_KEY]
+            check_specs(path, read_member(path, z, info, spec),
+                        {name: s[:2] for name, (_, s) in specs.items() if name != META_KEY})
+        arrays = {}
+        for name, (info, spec) in specs.items():
+            arrays[name] = _check_array(path, name, read_member(path, z, info, spec))
     return arrays
 
 
 def _check_array(path, name, arr):
-    if arr.dtype.kind == "V" and arr.dtype.itemsize == 2 and arr.dtype.names is None:
+    if arr.dtype.kind == "V" and arr.dtype.itemsize == 2 and arr.dtype.names is None and not arr.dtype.shape:
         # bfloat16 written by JAX/ml_dtypes shows up as a 2-byte void: it is a float32's top half.
         return (arr.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     if arr.dtype.kind not in _FLOAT_KINDS:
@@ -107,16 +106,34 @@ def read_torch(path):
     sd = _unwrap(path, obj)
     arrays = {}
     for name, value in sd.items():
-        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+        if not isinstance(name, str):
+            raise CheckpointError(f"{path}: key {name!r} is a {type(name).__name__}, expected a string "
+                                  "(a state dict maps parameter names to tensors)")
+        if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: entry {name!r} is a {type(value).__name__}, expected a "
                                   "tensor (a state dict maps parameter names to tensors)")
-        t = value.detach().cpu()
-        if t.dtype == torch.bfloat16:
-            t = t.float()  # NumPy has no bfloat16; float32 holds every bf16 value exactly
-        if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.uint8)):
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {t.dtype}; expected numbers")
-        arrays[name] = t.numpy()
+        arrays[name] = _tensor_to_numpy(path, name, value, torch)
     return arrays
+
+
+def _tensor_to_numpy(path, name, t, torch):
+    if t.layout != torch.strided:
+        raise CheckpointError(f"{path}: tensor {name!r} is {str(t.layout).replace('torch.', '')} "
+                              "(a sparse tensor); checkpoint weights are dense")
+    if t.is_meta:
+        raise CheckpointError(f"{path}: tensor {name!r} is a meta tensor (a shape without data): "
+                              "the file holds no weights for it")
+    if t.is_quantized or t.is_complex():
+        raise CheckpointError(f"{path}: tensor {name!r} has dtype {t.dtype}; expected float weights")
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.float()  # NumPy has no bfloat16; float32 holds every bf16 value exactly
+    if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.uint8)):
+        raise CheckpointError(f"{path}: tensor {name!r} has dtype {t.dtype}; expected numbers")
+    try:
+        return t.resolve_conj().resolve_neg().numpy()
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: tensor {name!r} cannot be read as an array ({exc})") from None
 
 
 def _unwrap(path, obj):

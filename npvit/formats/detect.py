@@ -12,7 +12,8 @@ import os
 
 from .containers import read_file
 from .errors import CheckpointError
-from .folder import kind_of_config, processor_json, read_folder, read_json
+from .fields import read_json
+from .folder import kind_of_config, processor_json, read_folder
 from .hf import is_hf, read_hf
 from .native import is_native, read_native
 from .official import find_prefix, read_flax

@@ -4,11 +4,11 @@
     config.json with model_type "vit"        Hugging Face ViT -> hf layout (+ preprocessor_config.json)
     weights: model.safetensors | model.safetensors.index.json (shards) | pytorch_model.bin | *.pth
 """
-import json
 import os
 
 from .containers import read_file
 from .errors import CheckpointError
+from .fields import Fields, read_json
 from .hf import read_hf
 from .timm_layout import read_timm
 
@@ -17,31 +17,11 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "
 INDEX_FILE = "model.safetensors.index.json"
 
 
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot be read as JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got a {type(obj).__name__}")
-    return obj
-
-
 def read_weights(folder):
     """``(arrays, metadata, file)`` of the folder's weights (shards merged)."""
     index = os.path.join(folder, INDEX_FILE)
     if os.path.exists(index):
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index}: no 'weight_map' object")
-        arrays = {}
-        for shard in sorted(set(weight_map.values())):
-            if os.path.basename(str(shard)) != shard:
-                raise CheckpointError(f"{index}: shard name {shard!r} must be a file in the folder")
-            part, _, _ = read_file(os.path.join(folder, shard))
-            arrays.update(part)
-        return arrays, {}, index
+        return _read_shards(folder, index), {}, index
     for name in WEIGHT_FILES:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
@@ -51,14 +31,42 @@ def read_weights(folder):
                           f"{', '.join(WEIGHT_FILES)} (found: {sorted(os.listdir(folder))[:10]})")
 
 
+def _read_shards(folder, index):
+    """The shards an index names, each checked to hold exactly the tensors the index puts in it."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: no 'weight_map' object naming the shard of each tensor")
+    shards = {}
+    for tensor, shard in weight_map.items():
+        if (not isinstance(shard, str) or os.path.basename(shard) != shard or "\x00" in shard
+                or shard in ("", ".", "..")):
+            raise CheckpointError(f"{index}: shard name {shard!r} (for {tensor!r}) must be a file name "
+                                  "in the folder")
+        shards.setdefault(shard, set()).add(tensor)
+    arrays = {}
+    for shard, tensors in sorted(shards.items()):
+        path = os.path.join(folder, shard)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{index}: names shard {shard!r}, which is not in the folder")
+        part, _, _ = read_file(path)
+        if set(part) != tensors:
+            odd = sorted(set(part) ^ tensors)
+            raise CheckpointError(f"{path}: holds other tensors than {INDEX_FILE} says (differing: "
+                                  f"{', '.join(odd[:4])}{', ...' if len(odd) > 4 else ''})")
+        arrays.update(part)
+    return arrays
+
+
 def kind_of_config(config):
     """'timm', 'hf' or None for a parsed config.json."""
     if config is None:
         return None
     if "architecture" in config and ("pretrained_cfg" in config or "model_args" in config):
         return "timm"
-    if config.get("model_type") == "vit" or any(
-            str(a).startswith("ViT") for a in config.get("architectures") or ()):
+    f = Fields(config, "config.json")
+    archs = config.get("architectures")
+    archs = archs if isinstance(archs, list) else []
+    if f.str("model_type") == "vit" or any(str(a).startswith("ViT") for a in archs):
         return "hf"
     if "model_type" in config:
         raise CheckpointError(f"config.json says model_type={config['model_type']!r}; npvit reads "

@@ -19,6 +19,7 @@ config.json gives heads, ``layer_norm_eps`` (HF default 1e-12), ``hidden_act`` a
 preprocessor_config.json gives the ViTImageProcessor recipe.  HF resamples position embeddings
 bicubically (``interpolate_pos_encoding``); npvit offers timm's bicubic for it.
 """
+import os
 import re
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from ..preprocess.config import PreprocessConfig
 from .checkpoint import Arrays, Checkpoint, count_blocks, heads_by_width
 from .errors import CheckpointError
+from .fields import Fields
 
 _ACT = {"gelu": "exact", "gelu_python": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh",
         "gelu_fast": "tanh", "gelu_accurate": "tanh"}
@@ -37,7 +39,7 @@ def is_hf(arrays):
 
 
 def read_hf(arrays, source, config=None, processor=None):
-    config = config or {}
+    cfg = Fields(config or {}, os.path.join(os.path.dirname(source), "config.json"))
     prefix = "vit." if any(k.startswith("vit.embeddings.") for k in arrays) else ""
     a = Arrays(arrays, source)
     e = prefix + "embeddings."
@@ -78,7 +80,7 @@ def read_hf(arrays, source, config=None, processor=None):
             a.take(prefix + "pooler.dense.weight"), a.take(prefix + "pooler.dense.bias")
             notes.append("dropped pooler.dense: ViTForImageClassification's classifier does not use it")
     elif a.has(prefix + "pooler.dense.weight"):
-        if config.get("pooler_act", "tanh") != "tanh":
+        if cfg.str("pooler_act", "tanh") != "tanh":
             raise CheckpointError(f"{source}: pooler_act={config['pooler_act']!r}; npvit's "
                                   "representation layer uses tanh (pass representation_size=None to drop it)")
         state["pre_logits.fc.weight"] = a.take(prefix + "pooler.dense.weight", ndim=2)
@@ -89,33 +91,36 @@ def read_hf(arrays, source, config=None, processor=None):
     a.refuse_unused("a Hugging Face ViT checkpoint")
 
     ckpt = Checkpoint(state=state, origin="hf", preprocess_preset="hf", resample="bicubic", notes=notes)
-    ckpt.defaults["norm_eps"] = float(config.get("layer_norm_eps", 1e-12))
-    act = config.get("hidden_act", "gelu")
+    ckpt.defaults["norm_eps"] = cfg.number("layer_norm_eps", 1e-12, positive=True)
+    act = cfg.str("hidden_act", "gelu")
     if act not in _ACT:
         raise CheckpointError(f"{source}: hidden_act={act!r}; npvit implements GELU "
                               f"({', '.join(sorted(_ACT))})")
     ckpt.defaults["gelu"] = _ACT[act]
-    if "num_attention_heads" in config:
-        ckpt.known["num_heads"] = int(config["num_attention_heads"])
+    if "num_attention_heads" in cfg:
+        ckpt.known["num_heads"] = cfg.int("num_attention_heads", minimum=1)
     elif heads_by_width(D):
         ckpt.defaults["num_heads"] = heads_by_width(D)
-    if config.get("image_size") is not None:
-        s = config["image_size"]
-        ckpt.img_size = (int(s), int(s)) if isinstance(s, (int, float)) else tuple(int(v) for v in s)
-    labels = _labels(config.get("id2label"))
+    ckpt.img_size = cfg.pair("image_size")
+    labels = _labels(cfg.d.get("id2label"), cfg.where)
     if labels is not None:
         ckpt.defaults["label_names"] = labels
     if processor is not None:
-        ckpt.preprocess = preprocess_from_processor(processor, notes)
+        ckpt.preprocess = preprocess_from_processor(
+            processor, notes, os.path.join(os.path.dirname(source), "preprocessor_config.json"))
     return ckpt
 
 
-def _labels(id2label):
+def _labels(id2label, where):
     """id2label -> names in index order; HF's placeholder names (LABEL_0, ...) mean "none"."""
-    if not isinstance(id2label, dict) or not id2label:
+    if id2label is None:
+        return None
+    if not isinstance(id2label, dict) or not all(isinstance(v, str) for v in id2label.values()):
+        raise CheckpointError(f"{where}: id2label must map class indices to names (strings)")
+    if not id2label:
         return None
     try:
-        items = sorted((int(k), str(v)) for k, v in id2label.items())
+        items = sorted((int(k), v) for k, v in id2label.items())
     except (TypeError, ValueError):
         return None
     if [i for i, _ in items] != list(range(len(items))):
@@ -126,26 +131,32 @@ def _labels(id2label):
     return names
 
 
-def preprocess_from_processor(p, notes):
+def preprocess_from_processor(processor, notes, where="preprocessor_config.json"):
     """ViTImageProcessor settings -> PreprocessConfig (a direct resize, or resize + center crop)."""
-    size = p.get("size") or {}
-    resample = p.get("resample", 2)
+    p = Fields(processor, where)
+    size, crop = p.dict("size"), p.dict("crop_size")
+    resample = p.int("resample", 2)
     interpolation = _RESAMPLE.get(resample)
     if interpolation is None:
         notes.append(f"preprocessor resample={resample} is not bilinear/bicubic; using bilinear")
         interpolation = "bilinear"
-    if p.get("do_rescale", True) and abs(float(p.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
-        notes.append(f"preprocessor rescale_factor={p['rescale_factor']} is not 1/255; using 1/255")
-    if p.get("do_normalize", True):
-        mean = tuple(float(m) for m in p.get("image_mean", (0.5, 0.5, 0.5)))
-        std = tuple(float(s) for s in p.get("image_std", (0.5, 0.5, 0.5)))
+    factor = p.number("rescale_factor", 1 / 255)
+    if p.bool("do_rescale", True) and abs(factor - 1 / 255) > 1e-9:
+        notes.append(f"preprocessor rescale_factor={factor} is not 1/255; using 1/255")
+    if p.bool("do_normalize", True):
+        mean = p.numbers("image_mean", 3, (0.5, 0.5, 0.5))
+        std = p.numbers("image_std", 3, (0.5, 0.5, 0.5))
     else:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    crop = p.get("crop_size") or {}
-    if "shortest_edge" in size and p.get("do_center_crop") and "height" in crop:
-        return PreprocessConfig(input_size=(int(crop["height"]), int(crop["width"])),
-                                interpolation=interpolation, crop_mode="center",
-                                crop_pct=int(crop["height"]) / int(size["shortest_edge"]), mean=mean, std=std)
-    h, w = int(size.get("height", 224)), int(size.get("width", 224))
-    return PreprocessConfig(input_size=(h, w), interpolation=interpolation, crop_pct=1.0,
-                            crop_mode="squash", mean=mean, std=std)
+    try:
+        if "shortest_edge" in size and p.bool("do_center_crop", False) and "height" in crop:
+            ch, cw = crop.int("height", minimum=1), crop.int("width", minimum=1)
+            return PreprocessConfig(input_size=(ch, cw), interpolation=interpolation, crop_mode="center",
+                                    crop_pct=ch / size.int("shortest_edge", minimum=1), mean=mean, std=std)
+        h, w = size.int("height", 224, minimum=1), size.int("width", 224, minimum=1)
+        return PreprocessConfig(input_size=(h, w), interpolation=interpolation, crop_pct=1.0,
+                                crop_mode="squash", mean=mean, std=std)
+    except ValueError as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{where}: {exc}") from None

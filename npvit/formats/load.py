@@ -11,6 +11,7 @@ labels) can; ``img_size`` resamples the position embedding; ``num_classes`` repl
 freshly initialised one (with a warning, as timm does when fine-tuning).
 """
 import dataclasses
+import math
 import os
 import warnings
 
@@ -96,10 +97,13 @@ def _build(ckpt, overrides, posemb_interpolation, source):
     merged["img_size"] = (old_grid[0] * patch[0], old_grid[1] * patch[1])
 
     if "num_heads" not in merged and "num_heads" not in overrides:
+        width = fields["embed_dim"]
+        fits = ", ".join(f"{h} (head_dim {width // h})" for h in head_candidates(width))
         raise CheckpointError(
             f"{source}: the file does not record the number of attention heads and embed_dim="
-            f"{fields['embed_dim']} is not a standard width (192, 384, 768, 1024, 1280): pass "
-            f"num_heads=..., e.g. npvit.load(path, num_heads={_suggest_heads(fields['embed_dim'])})")
+            f"{width} is not a standard width (192, 384, 768, 1024, 1280), so npvit will not guess: "
+            f"pass num_heads=N (npvit.load(path, num_heads=N), or --num-heads N). Head counts that "
+            f"divide {width}: {fits}")
     if "num_heads" not in merged:
         merged["num_heads"] = overrides["num_heads"]
     labels = merged.get("label_names")
@@ -107,7 +111,13 @@ def _build(ckpt, overrides, posemb_interpolation, source):
         warnings.warn(f"{source}: {len(labels)} label names for a {fields['num_classes']}-class head; "
                       "ignoring the names", CheckpointWarning, stacklevel=3)
         merged["label_names"] = None
-    file_cfg = ViTConfig(**merged)
+    try:
+        file_cfg = ViTConfig(**merged)
+    except (ValueError, TypeError) as exc:
+        if "num_heads" not in ckpt.known and "num_heads" in overrides:
+            raise  # the user's own num_heads does not fit: not the file's fault
+        raise CheckpointError(f"{source}: the weights and settings the file records do not make a "
+                              f"ViT ({exc})") from None
 
     for k, v in overrides.items():
         if k in ckpt.known and file_cfg.replace(**{k: v}) != file_cfg:
@@ -185,5 +195,7 @@ def _preprocess(ckpt, cfg, choice, img_size_changed):
     return preset(ckpt.preprocess_preset, cfg.img_size)
 
 
-def _suggest_heads(width):
-    return next((h for h in (16, 12, 8, 6, 4, 3, 2, 1) if width % h == 0 and width // h >= 32), 1)
+def head_candidates(width):
+    """Head counts that divide ``width`` into heads of at least 8 features."""
+    divisors = {d for i in range(1, math.isqrt(width) + 1) if width % i == 0 for d in (i, width // i)}
+    return sorted(h for h in divisors if width // h >= 8) or [1]

@@ -12,12 +12,11 @@ import json
 
 import numpy as np
 
-from ..model.config import ViTConfig
 from ..model.schema import parameter_shapes
-from ..preprocess.config import PreprocessConfig
 from .atomic import atomic_write
 from .checkpoint import Checkpoint
 from .errors import CheckpointError
+from .fields import Fields, parse_json, preprocess_config, vit_config
 
 META_KEY = "__npvit__"
 VERSION = 1
@@ -41,25 +40,54 @@ def save(model, path):
     return path
 
 
-def read_native(arrays, source):
-    raw = arrays.pop(META_KEY)
+def _description(raw, source):
+    """``(config, preprocess or None, dtype)`` from the ``__npvit__`` array, every field checked."""
+    def damaged(exc):
+        return CheckpointError(f"{source}: the npvit description ({META_KEY}) is damaged: {exc}")
+
     try:
         if raw.dtype != np.uint8 or raw.ndim != 1:
-            raise ValueError(f"{META_KEY} is {raw.dtype} {raw.shape}, expected a 1-D uint8 array")
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-        if meta.get("format") != "npvit":
-            raise ValueError(f"format is {meta.get('format')!r}")
-        if int(meta.get("version", 0)) > VERSION:
-            raise CheckpointError(f"{source}: written by a newer npvit (file format version "
-                                  f"{meta['version']}, this npvit reads up to {VERSION}): upgrade npvit")
-        config = ViTConfig.from_dict(meta["config"])
-        pre = meta.get("preprocess")
-        preprocess = PreprocessConfig.from_dict(pre) if pre else None
-        dtype = str(meta.get("dtype", "float32"))
-    except CheckpointError:
-        raise
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{source}: the npvit description ({META_KEY}) is damaged: {exc}") from None
+            raise CheckpointError(f"it is {raw.dtype} {raw.shape}, expected a 1-D uint8 array")
+        meta = Fields(parse_json(raw.tobytes(), "its JSON"), "its JSON")
+        if meta.str("format") != "npvit":
+            raise CheckpointError(f"format is {meta.d.get('format')!r}, expected 'npvit'")
+        version = meta.int("version", default=0, minimum=0)
+    except CheckpointError as exc:
+        raise damaged(exc) from None
+    if version > VERSION:  # before the config: a newer file may hold settings this npvit lacks
+        raise CheckpointError(f"{source}: written by a newer npvit (file format version "
+                              f"{version}, this npvit reads up to {VERSION}): upgrade npvit")
+    try:
+        if "config" not in meta:
+            raise CheckpointError("it has no config")
+        config = vit_config(meta.d["config"], "config")
+        pre = meta.d.get("preprocess")
+        preprocess = preprocess_config(pre, "preprocess") if pre is not None else None
+        dtype = meta.str("dtype", default="float32", choices=("float32", "float64"))
+    except CheckpointError as exc:
+        raise damaged(exc) from None
+    return config, preprocess, dtype
+
+
+def check_specs(source, raw, specs):
+    """Before any weights are read: do the arrays' declared ``{name: (shape, dtype)}`` match the
+    parameters of the config the file describes?"""
+    config, _, _ = _description(raw, source)
+    expected = parameter_shapes(config)
+    extra = sorted(set(specs) - set(expected))
+    if extra:
+        raise CheckpointError(f"{source}: arrays {extra[:5]} are not parameters of the stored config")
+    missing = sorted(set(expected) - set(specs))
+    if missing:
+        raise CheckpointError(f"{source}: parameters {missing[:5]} of the stored config are missing")
+    for name, (shape, _) in specs.items():
+        if tuple(shape) != tuple(expected[name]):
+            raise CheckpointError(f"{source}: array {name!r} is declared {tuple(shape)} but the stored "
+                                  f"config makes it {tuple(expected[name])}")
+
+
+def read_native(arrays, source):
+    config, preprocess, dtype = _description(arrays.pop(META_KEY), source)
     expected = parameter_shapes(config)
     extra = sorted(set(arrays) - set(expected))
     if extra:

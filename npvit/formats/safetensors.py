@@ -21,9 +21,12 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import CheckpointError
+from .fields import parse_json
 
-MAX_HEADER_BYTES = 100_000_000  # the reference implementation's own limit
+MAX_HEADER_BYTES = 16 << 20    # a ViT-H header is ~60 KB (the reference allows 100 MB, for LLMs)
+MAX_ENTRIES = 400_000          # JSON object entries (a tensor spends 4): parsing stays bounded
 MAX_NDIM = 8
+MAX_DIM = 2**31                # no dimension of a ViT weight comes near; zero-size tensors too
 
 # safetensors dtype name -> NumPy dtype (always little-endian on disk)
 DTYPES = {
@@ -60,14 +63,9 @@ def read_header(path):
             raise CheckpointError(f"{path}: safetensors header claims {n:,} bytes but the file has "
                                   f"only {size - 8:,} after the length: the file is truncated")
         text = f.read(n)
-    try:
-        header = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: the safetensors header is a JSON {type(header).__name__}, "
-                              "expected an object of tensors")
-    metadata = header.pop("__metadata__", None) or {}
+    header = parse_json(text, f"{path}: the safetensors header", max_entries=MAX_ENTRIES)
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(f"{path}: safetensors __metadata__ must map strings to strings")
     data_len = size - 8 - n
@@ -83,11 +81,11 @@ def _check_entry(path, name, spec, data_len):
     if not isinstance(spec, dict):
         bad(f"header entry is a {type(spec).__name__}, expected an object")
     dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         bad(f"dtype {dtype!r} is not supported (supported: {', '.join(DTYPES)})")
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-            or not all(type(d) is int and d >= 0 for d in shape)):
-        bad(f"shape {shape!r} is not a list of at most {MAX_NDIM} non-negative integers")
+            or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)):
+        bad(f"shape {shape!r} is not a list of at most {MAX_NDIM} integers in 0..{MAX_DIM:,}")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(type(o) is int for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
         bad(f"data_offsets {offsets!r} is not a [begin, end] pair with 0 <= begin <= end")
@@ -99,6 +97,8 @@ def _check_entry(path, name, spec, data_len):
     if offsets[1] > data_len:
         bad(f"data ends at byte {offsets[1]:,} but the data section has {data_len:,}: "
             "the file is truncated")
+    if nbytes == 0 and math.prod(d for d in shape if d) * DTYPES[dtype].itemsize > max(data_len, 1 << 20):
+        bad(f"shape {shape} is empty but its other dimensions are absurd for this file")
     return dtype, tuple(shape), offsets[0], offsets[1]
 
 

@@ -11,13 +11,14 @@ variant table by width (overridable), the grid is assumed square.  Files npvit w
 carry its config in the safetensors metadata (``npvit.config``), which is used when present.
 timm resamples position embeddings bicubically with antialiasing (``resample_abs_pos_embed``).
 """
-import json
+import os
 import re
 
 from ..model.variants import VARIANTS
 from ..preprocess.config import PreprocessConfig
 from .checkpoint import Checkpoint, heads_by_width
 from .errors import CheckpointError
+from .fields import Fields, parse_json, preprocess_config, vit_config
 
 _PARAM = re.compile(r"^(cls_token|dist_token|pos_embed|patch_embed\.proj\.(weight|bias)|"
                     r"blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)|"
@@ -67,28 +68,27 @@ def _strip_prefix(arrays):
     return arrays
 
 
-def _apply_hub_config(ckpt, cfg, source):
+def _apply_hub_config(ckpt, config, source):
     """timm hub folder config.json: model_args, pretrained_cfg (preprocessing), label names."""
-    args = cfg.get("model_args") or {}
-    if isinstance(args.get("num_heads"), int):
-        ckpt.known["num_heads"] = args["num_heads"]
+    cfg = Fields(config, os.path.join(os.path.dirname(source), "config.json"))
+    args = cfg.dict("model_args")
+    if "num_heads" in args:
+        ckpt.known["num_heads"] = args.int("num_heads", minimum=1)
     else:
-        arch = str(cfg.get("architecture", "")).split(".")[0]
+        arch = cfg.str("architecture", "").split(".")[0]
         if arch in VARIANTS and ckpt.state["patch_embed.proj.weight"].shape[0] == VARIANTS[arch]["embed_dim"]:
             ckpt.defaults["num_heads"] = VARIANTS[arch]["num_heads"]
-    if args.get("img_size") is not None:
-        v = args["img_size"]
-        ckpt.img_size = (v, v) if isinstance(v, int) else tuple(v)
+    ckpt.img_size = args.pair("img_size")
     # Options that change the computation without adding arrays (the others show up as arrays).
     has_cls = "cls_token" in ckpt.state
-    pool = args.get("global_pool", cfg.get("global_pool", "token"))
-    if has_cls and pool not in ("token", "", None):
+    pool = args.str("global_pool", cfg.str("global_pool", "token"))
+    if has_cls and pool not in ("token", ""):
         raise CheckpointError(f"{source}: timm global_pool={pool!r} with a class token; npvit pools "
                               "by the class token, or by the mean when there is none")
-    if has_cls and args.get("no_embed_class"):
+    if has_cls and args.bool("no_embed_class", False):
         raise CheckpointError(f"{source}: timm no_embed_class=True (position embedding without the "
                               "class slot) is not implemented for timm files; big_vision .npz files are")
-    names = cfg.get("label_names")
+    names = config.get("label_names")
     if isinstance(names, dict):  # {index: name} when the indices have gaps
         try:
             items = sorted((int(k), v) for k, v in names.items())
@@ -97,31 +97,38 @@ def _apply_hub_config(ckpt, cfg, source):
             names = None
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         ckpt.defaults["label_names"] = tuple(names)
-    pc = cfg.get("pretrained_cfg") or {}
+    pc = cfg.dict("pretrained_cfg")
+    size = pc.d.get("input_size", [3, 224, 224])
+    if not (isinstance(size, list) and len(size) == 3 and all(type(v) is int and v > 0 for v in size)):
+        raise CheckpointError(f"{pc.where}: input_size is {size!r}, expected [channels, height, width]")
+    interpolation = pc.str("interpolation", "bicubic")
+    if interpolation not in ("bicubic", "bilinear"):
+        ckpt.notes.append(f"pretrained_cfg interpolation {interpolation!r} is not implemented; using bicubic")
+        interpolation = "bicubic"
     try:
-        size = pc.get("input_size", [3, 224, 224])[-2:]
         ckpt.preprocess = PreprocessConfig(
-            input_size=tuple(int(s) for s in size),
-            interpolation=pc.get("interpolation", "bicubic"),
-            crop_pct=float(pc.get("crop_pct", 0.9)),
-            crop_mode=pc.get("crop_mode", "center"),
-            mean=tuple(float(m) for m in pc.get("mean", (0.5, 0.5, 0.5))),
-            std=tuple(float(s) for s in pc.get("std", (0.5, 0.5, 0.5))))
-    except (TypeError, ValueError) as exc:
-        ckpt.notes.append(f"pretrained_cfg preprocessing not usable ({exc}); using timm's defaults")
+            input_size=tuple(size[-2:]), interpolation=interpolation,
+            crop_pct=pc.number("crop_pct", 0.9), crop_mode=pc.str("crop_mode", "center"),
+            mean=pc.numbers("mean", 3, (0.5, 0.5, 0.5)), std=pc.numbers("std", 3, (0.5, 0.5, 0.5)))
+    except ValueError as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{pc.where}: {exc}") from None
 
 
 def _apply_npvit_metadata(ckpt, metadata, source):
     """A file written by ``npvit convert --to timm`` records npvit's full config."""
+    where = f"{source}: its npvit.config metadata"
     try:
-        cfg = json.loads(metadata["npvit.config"])
-        ckpt.known["num_heads"] = int(cfg["num_heads"])
-        for k in ("gelu", "norm_eps", "qk_scale", "label_names"):
-            if cfg.get(k) is not None:
-                ckpt.defaults[k] = tuple(cfg[k]) if k == "label_names" else cfg[k]
-        ckpt.img_size = tuple(cfg["img_size"])
-        if metadata.get("npvit.preprocess"):
-            ckpt.preprocess = PreprocessConfig.from_dict(json.loads(metadata["npvit.preprocess"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{source}: its npvit.config metadata is damaged ({exc})") from None
-
+        cfg = vit_config(parse_json(metadata["npvit.config"], where), where)
+        pre = metadata.get("npvit.preprocess")
+        if pre:
+            p = parse_json(pre, f"{source}: its npvit.preprocess metadata")
+            ckpt.preprocess = preprocess_config(p, f"{source}: its npvit.preprocess metadata")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (the metadata is damaged)") from None
+    ckpt.known["num_heads"] = cfg.num_heads
+    for k in ("gelu", "norm_eps", "qk_scale", "label_names"):
+        if getattr(cfg, k) is not None:
+            ckpt.defaults[k] = getattr(cfg, k)
+    ckpt.img_size = tuple(cfg.img_size)
