@@ -9,6 +9,13 @@ TrainConfig's defaults elsewhere.
 
 DIR receives checkpoint.npz (for --resume), model.npz (npvit.load / npvit predict), metrics.jsonl
 and metrics.csv, each rewritten atomically after every epoch.
+
+``--distributed``: data-parallel over MPI, every rank started with the same command by the
+environment's own ``mpiexec -n K`` (``pip install 'npvit[mpi]'``).  The run equals one process's
+with the same ``--batch-size`` (the global batch, a multiple of K).  Rank 0 alone prints, writes
+DIR and ``--export``.  An error on any rank is printed once, by rank 0, and every rank exits with
+status 2; a rank that fails outside the steps the ranks take together ends the whole job
+(MPI_Abort), and so does one that waits longer than ``--mpi-timeout`` for the others.
 """
 import sys
 
@@ -67,22 +74,49 @@ def add_parser(subparsers):
     p.add_argument("--export-dtype", default="float32", choices=("float16", "float32", "float64"),
                    help="storage dtype of --export (float16 halves the file)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: start with `mpiexec -n K npvit train ...` (pip install 'npvit[mpi]')")
+    p.add_argument("--mpi-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="with --distributed: end the job when a rank waits this long for the others (default 600)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args):
+    if args.distributed:
+        return _run_distributed(args)
     try:
-        return _run(args)
+        return _run(args, _prepare(args))
     except ImportError as exc:  # an optional dataset library or Pillow is missing
         raise RuntimeError(str(exc)) from None
 
 
-def _run(args):
-    import dataclasses
-    import os
+def _run_distributed(args):
+    from ..distributed import DistributedError, mpi_world
 
-    from ..train import TrainConfig, evaluate, train, trainable_names
+    try:
+        comm = mpi_world(args.mpi_timeout)
+    except ImportError as exc:
+        raise RuntimeError(str(exc)) from None
+    try:
+        with comm.together("loading the data and the model"):
+            prepared = _prepare(args)
+        return _run(args, prepared, comm)
+    except DistributedError as exc:  # raised on every rank alike: rank 0 says it
+        if comm.rank == 0:
+            raise RuntimeError(str(exc)) from None
+        return 2
+    except Exception as exc:  # this rank alone, outside the shared steps: the others would wait for ever
+        print(f"npvit train: error on rank {comm.rank} of {comm.size}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        comm.abort(2)
+
+
+def _prepare(args):
+    """(training set, evaluation set, model, TrainConfig) from the command line."""
+    import dataclasses
+
+    from ..train import TrainConfig, trainable_names
     from ..train.recipes import RECIPES
 
     recipe = RECIPES.get(args.data)
@@ -99,20 +133,33 @@ def _run(args):
     model = _model(args, recipe, train_ds)
     if args.freeze_layers or args.train_only:
         changes["trainable"] = tuple(trainable_names(model, args.freeze_layers, args.train_only))
-    cfg = dataclasses.replace(cfg, **changes)
-    if not args.quiet:
-        print(f"npvit train: {model!r}\n  data: {len(train_ds)} training / {len(val_ds)} evaluation images, "
-              f"{train_ds.num_classes} classes; writing to {args.out}", file=sys.stderr)
-    history = train(model, train_ds, val_ds, cfg, out=args.out, resume=args.resume, progress=not args.quiet,
-                    stop_after=args.stop_after, blas_threads=args.threads)
-    if args.export:
-        from ..train.export import export_model
+    return train_ds, val_ds, model, dataclasses.replace(cfg, **changes)
 
-        export_model(model, args.export, args.export_dtype)
-        ev = evaluate(_reload(args.export, args.backend), val_ds)  # what users will load
-        print(f"exported {args.export} ({os.path.getsize(args.export)} bytes, {args.export_dtype}): "
-              f"top-1 {100 * ev['top1']:.2f}% on the {len(val_ds)} evaluation images", file=sys.stderr)
-    if history and not args.quiet:
+
+def _run(args, prepared, comm=None):
+    import os
+
+    from ..distributed import as_communicator
+    from ..train import evaluate, train
+
+    train_ds, val_ds, model, cfg = prepared
+    comm = as_communicator(comm)
+    talk = not args.quiet and comm.rank == 0
+    if talk:
+        ranks = f"; {comm.size} ranks (MPI), each taking 1/{comm.size} of every batch" if comm.size > 1 else ""
+        print(f"npvit train: {model!r}\n  data: {len(train_ds)} training / {len(val_ds)} evaluation images, "
+              f"{train_ds.num_classes} classes; writing to {args.out}{ranks}", file=sys.stderr)
+    history = train(model, train_ds, val_ds, cfg, out=args.out, resume=args.resume, progress=not args.quiet,
+                    stop_after=args.stop_after, blas_threads=args.threads, comm=comm)
+    with comm.together("exporting the model"):
+        if args.export and comm.rank == 0:
+            from ..train.export import export_model
+
+            export_model(model, args.export, args.export_dtype)
+            ev = evaluate(_reload(args.export, args.backend), val_ds)  # what users will load
+            print(f"exported {args.export} ({os.path.getsize(args.export)} bytes, {args.export_dtype}): "
+                  f"top-1 {100 * ev['top1']:.2f}% on the {len(val_ds)} evaluation images", file=sys.stderr)
+    if history and talk:
         last = history[-1]
         print(f"done: epoch {last['epoch']}, eval top-1 {100 * last.get('eval_top1', float('nan')):.2f}%, "
               f"{last['elapsed_s']:.1f} s of training", file=sys.stderr)

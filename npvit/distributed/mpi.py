@@ -57,6 +57,7 @@ class MpiComm(Communicator):
         """End every rank of the job now (MPI_Abort)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(0.5)  # let mpiexec forward the message before MPI_Abort tears the job down
         self.comm.Abort(code)
 
     def _wait(self, request, what):
