@@ -10,13 +10,13 @@ Subpackages: ``npvit.optim`` (optimizers, schedules), ``npvit.train`` (the train
 ``npvit.preprocess``, ``npvit.formats``; see README.md.
 """
 from .backends import available_backends, get_backend
-from .model import VARIANTS, ViTConfig, VisionTransformer, create_model, list_models
+from .model import VARIANTS, SwinConfig, SwinTransformer, ViTConfig, VisionTransformer, create_model, list_models
 from .ops.loss import cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "VisionTransformer", "ViTConfig", "create_model", "list_models", "VARIANTS", "load", "save",
+    "VisionTransformer", "ViTConfig", "SwinTransformer", "SwinConfig", "create_model", "list_models", "VARIANTS", "load", "save",
     "cross_entropy", "get_backend", "available_backends",
 ]
 

@@ -4,7 +4,7 @@ Extras, each with a plain ``xp`` version here that CuPy (and any future backend)
 that a backend may replace with something faster (the NumPy backend does; tests compare each
 fused kernel with its twin):
 
-* math:        ``erf`` (NumPy has none), ``gelu_exact``;
+* math:        ``erf`` (NumPy has none), ``gelu_exact``, ``index_add`` (a scatter-add);
 * eval kernels: ``layernorm_linear`` (LayerNorm feeding a linear layer, optionally + GELU),
   ``linear_residual`` (a linear layer added into the residual stream), ``attention``
   (multi-head attention on q, k, v views with an optional additive score bias);
@@ -74,6 +74,10 @@ class Backend:
             pdf = self.xp.exp(-0.5 * x * x) * _INV_SQRT_2PI         # phi(x)
             self.xp.add(cdf, x * pdf, out=deriv)
         self.xp.multiply(x, cdf, out=out)
+
+    def index_add(self, dst, index, values):
+        """dst[index] += values, summing repeated indices (NumPy's ``add.at``)."""
+        self.xp.add.at(dst, index, values)
 
     # --- eval kernels (plain twins) ------------------------------------------------------
     def layernorm_linear(self, x, norm_weight, norm_bias, eps, weight, bias=None, act=None, normed=None):

@@ -37,3 +37,9 @@ class CupyBackend(Backend):
 
     def erf(self, x):
         return self._erf(x)
+
+    def index_add(self, dst, index, values):
+        # a fancy-indexed += keeps one of several writes to the same place on a GPU; scatter_add sums them
+        import cupyx
+
+        cupyx.scatter_add(dst, index, values)

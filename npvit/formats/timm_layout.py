@@ -14,6 +14,7 @@ timm resamples position embeddings bicubically with antialiasing (``resample_abs
 import os
 import re
 
+from ..model.config import ViTConfig
 from ..model.variants import VARIANTS
 from ..preprocess.config import PreprocessConfig
 from .checkpoint import Checkpoint, heads_by_width
@@ -76,8 +77,9 @@ def _apply_hub_config(ckpt, config, source):
         ckpt.known["num_heads"] = args.int("num_heads", minimum=1)
     else:
         arch = cfg.str("architecture", "").split(".")[0]
-        if arch in VARIANTS and ckpt.state["patch_embed.proj.weight"].shape[0] == VARIANTS[arch]["embed_dim"]:
-            ckpt.defaults["num_heads"] = VARIANTS[arch]["num_heads"]
+        known = VARIANTS.get(arch)
+        if isinstance(known, ViTConfig) and ckpt.state["patch_embed.proj.weight"].shape[0] == known.embed_dim:
+            ckpt.defaults["num_heads"] = known.num_heads
     ckpt.img_size = args.pair("img_size")
     # Options that change the computation without adding arrays (the others show up as arrays).
     has_cls = "cls_token" in ckpt.state

@@ -25,12 +25,13 @@ class Model:
     """Parameters in a dict under PyTorch's state-dict names, a hand-written forward and backward."""
 
     config_class = None
+    init_std = 0.02  # std of linear weights at initialisation (model/init.py)
 
     def __init__(self, config=None, dtype: str = "float32", backend="numpy", seed: int = 0, **overrides):
         cfg = config if config is not None else self.config_class()
         self._setup(cfg.replace(**overrides) if overrides else cfg, dtype, backend, seed)
         self.params = {n: self.backend.from_numpy(a, dtype=self.dtype)
-                       for n, a in init_params(self.config.parameter_shapes(), seed, self.dtype)}
+                       for n, a in init_params(self.config.parameter_shapes(), seed, self.dtype, self.init_std)}
 
     @classmethod
     def from_state_dict(cls, config, state_dict, dtype="float32", backend="numpy", seed=0):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
 from ..ops.activations import GELU_KINDS
-from .schema import vit_parameter_shapes
+from .schema import swin_parameter_shapes, vit_parameter_shapes
 
 Size = Union[int, Tuple[int, int]]
 CLASSIFIERS = ("token", "gap")
@@ -131,3 +131,150 @@ class ViTConfig:
     @classmethod
     def from_dict(cls, d):
         return cls().replace(**d)
+
+
+WINDOW_RULES = ("timm", "hf")
+
+
+@dataclass
+class SwinConfig:
+    """The Swin Transformer's knobs, with timm's names and defaults (``swin_tiny_patch4_window7_224``).
+
+    ``window_rule`` says how a stage whose grid is not a multiple of the window, or not larger than
+    it, is laid out: "timm" clips the window to the grid per axis (no shift along a clipped axis)
+    and shifts before padding; "hf" (Hugging Face, the original code) clips both axes to the
+    smaller side of the grid once it is not larger than the window (no shift at all) and pads
+    before shifting.  On the standard sizes (224 and 384 with windows 7 and 12) the two agree.
+    """
+    img_size: Size = 224
+    patch_size: Size = 4
+    in_c: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 96
+    depths: tuple = (2, 2, 6, 2)
+    num_heads: tuple = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_scale: Optional[float] = None
+    drop_rate: float = 0.0          # dropout after pooling, before the head (timm)
+    proj_drop_rate: float = 0.0     # dropout after the attention projection and in the MLP
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1     # timm's default; rates grow linearly over all blocks
+    ape: bool = False               # absolute position embedding (the original's option)
+    patch_norm: bool = True
+    norm_eps: float = 1e-5
+    gelu: str = "exact"
+    window_rule: str = "timm"
+    label_names: Optional[tuple] = field(default=None, compare=False)
+
+    def __post_init__(self):
+        self.img_size = _pair(self.img_size)
+        self.patch_size = _pair(self.patch_size)
+        self.depths = tuple(int(d) for d in self.depths)
+        self.num_heads = tuple(int(h) for h in self.num_heads)
+        if self.label_names is not None:
+            self.label_names = tuple(str(n) for n in self.label_names)
+        self.validate()
+
+    # --- derived sizes -------------------------------------------------------------
+    @property
+    def grid_size(self):
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self):
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def num_stages(self):
+        return len(self.depths)
+
+    def stage_dim(self, i):
+        return self.embed_dim * 2 ** i
+
+    def stage_grid(self, i):
+        """Token grid (H, W) of stage ``i``: each patch merging halves it, rounding up."""
+        h, w = self.grid_size
+        for _ in range(i):
+            h, w = -(-h // 2), -(-w // 2)
+        return (h, w)
+
+    def stage_window(self, i):
+        """(window, shift of the odd blocks) of stage ``i`` under ``window_rule``."""
+        grid, ws = self.stage_grid(i), self.window_size
+        if self.window_rule == "hf":
+            if min(grid) <= ws:
+                return (min(grid),) * 2, (0, 0)
+            return (ws, ws), (ws // 2, ws // 2)
+        window = tuple(min(r, ws) for r in grid)
+        shift = tuple(0 if r <= ws else ws // 2 for r in grid)
+        return window, shift
+
+    def scale(self, i):
+        return self.qk_scale if self.qk_scale is not None else (self.stage_dim(i) // self.num_heads[i]) ** -0.5
+
+    @property
+    def num_features(self):
+        return self.stage_dim(self.num_stages - 1)
+
+    @property
+    def mlp_hidden(self):
+        return [int(self.stage_dim(i) * self.mlp_ratio) for i in range(self.num_stages)]
+
+    def parameter_shapes(self):
+        """{state-dict name: shape} of a Swin Transformer with this config (model/schema.py)."""
+        return swin_parameter_shapes(self)
+
+    def validate(self):
+        def bad(msg):
+            raise ValueError(f"invalid Swin config: {msg}")
+
+        (H, W), (ph, pw) = self.img_size, self.patch_size
+        if min(H, W, ph, pw) <= 0:
+            bad(f"img_size {self.img_size} and patch_size {self.patch_size} must be positive")
+        if H % ph or W % pw:
+            bad(f"patch_size {self.patch_size} must divide img_size {self.img_size}; "
+                f"pick an image size that is a multiple of the patch size")
+        if not self.depths or len(self.depths) != len(self.num_heads):
+            bad(f"depths {self.depths} and num_heads {self.num_heads} need one entry per stage")
+        if min(self.depths) <= 0 or min(self.num_heads) <= 0:
+            bad(f"depths {self.depths} and num_heads {self.num_heads} must be positive")
+        for name in ("in_c", "embed_dim", "window_size"):
+            if int(getattr(self, name)) <= 0:
+                bad(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for i, heads in enumerate(self.num_heads):
+            if self.stage_dim(i) % heads:
+                bad(f"stage {i} width {self.stage_dim(i)} is not divisible by its {heads} heads")
+        if self.num_classes < 0:
+            bad(f"num_classes must be >= 0 (0 returns features), got {self.num_classes}")
+        if min(self.mlp_hidden) <= 0:
+            bad(f"mlp_ratio {self.mlp_ratio} gives an empty MLP")
+        if self.gelu not in GELU_KINDS:
+            bad(f"gelu must be one of {GELU_KINDS}, got {self.gelu!r}")
+        if self.window_rule not in WINDOW_RULES:
+            bad(f"window_rule must be one of {WINDOW_RULES}, got {self.window_rule!r}")
+        if self.window_rule == "hf":
+            small = [i for i in range(self.num_stages) if min(self.stage_grid(i)) < self.window_size]
+            if small:
+                bad(f"stage {small[0]}'s grid {self.stage_grid(small[0])} is smaller than the window "
+                    f"{self.window_size}, which Hugging Face's Swin cannot run (its position bias is "
+                    "sized for the full window): use window_rule='timm' or a larger image")
+        for name in ("drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
+            bad(f"norm_eps must be a positive number, got {self.norm_eps}")
+        if self.label_names is not None and self.num_classes and len(self.label_names) != self.num_classes:
+            bad(f"{len(self.label_names)} label names for a {self.num_classes}-class head")
+
+    replace = ViTConfig.replace
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        for k in ("img_size", "patch_size", "depths", "num_heads"):
+            d[k] = list(getattr(self, k))
+        d["label_names"] = list(self.label_names) if self.label_names is not None else None
+        return d
+
+    from_dict = ViTConfig.from_dict

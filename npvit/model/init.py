@@ -1,8 +1,9 @@
-"""The seed's weight initialisation, drawn on the host from one seed so every backend agrees.
+"""Weight initialisation by parameter name, drawn on the host from one seed so every backend agrees.
 
-Linear weights: truncated normal, std 0.01, biases zero.  Patch projection: Kaiming normal in
-fan-out mode (std = sqrt(2 / (D * ph * pw))), bias zero.  LayerNorm: ones and zeros.
-Class/distillation tokens and position embedding: truncated normal, std 0.02.
+Linear weights: truncated normal, std ``linear_std`` (0.01 for the ViT, the seed's; 0.02 for Swin,
+timm's), biases zero.  Patch projection: Kaiming normal in fan-out mode (std = sqrt(2 / (D * ph *
+pw))), bias zero.  LayerNorm: ones and zeros.  Class/distillation tokens, position embeddings and
+Swin's relative position tables: truncated normal, std 0.02.
 As in PyTorch's ``trunc_normal_`` the bounds are absolute, [-2, 2], so at these stds the
 truncation never bites; it is kept so a larger std still behaves like timm's.
 """
@@ -48,13 +49,16 @@ def trunc_normal(rng, shape, std, lo=-2.0, hi=2.0, dtype=np.float64):
     return flat.reshape(shape)
 
 
-def init_params(shapes, seed, dtype=np.float64):
+_EMBEDDINGS = ("cls_token", "dist_token", "pos_embed", "absolute_pos_embed")
+
+
+def init_params(shapes, seed, dtype=np.float64, linear_std=0.01):
     """Yield (name, host array of ``dtype``) for the parameter ``shapes`` ({name: shape}), one at a
     time so a caller can move each where it goes before the next is drawn.  The values are the
     float64 draws rounded to ``dtype``, whatever the dtype."""
     rng = np.random.default_rng(seed)
     for name, shape in shapes.items():
-        if name in ("cls_token", "dist_token", "pos_embed"):
+        if name in _EMBEDDINGS or name.endswith("relative_position_bias_table"):
             yield name, trunc_normal(rng, shape, 0.02, dtype=dtype)
         elif name == "patch_embed.proj.weight":
             fan_out = shape[0] * shape[2] * shape[3]
@@ -62,10 +66,10 @@ def init_params(shapes, seed, dtype=np.float64):
         elif _is_norm(name):
             yield name, np.ones(shape, dtype) if name.endswith(".weight") else np.zeros(shape, dtype)
         elif name.endswith(".weight"):
-            yield name, trunc_normal(rng, shape, 0.01, dtype=dtype)
+            yield name, trunc_normal(rng, shape, linear_std, dtype=dtype)
         else:  # every remaining parameter is a bias
             yield name, np.zeros(shape, dtype)
 
 
 def _is_norm(name):
-    return name.startswith("norm.") or ".norm1." in name or ".norm2." in name
+    return name.startswith("norm.") or any(f".{n}." in name for n in ("norm", "norm1", "norm2"))

@@ -50,6 +50,7 @@ class VisionTransformer(Model):
     """
 
     config_class = ViTConfig
+    init_std = 0.01  # the seed's
     _repr_fields = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
 
     def _build(self):
@@ -57,7 +58,7 @@ class VisionTransformer(Model):
         self.blocks = [
             TransformerBlock(f"blocks.{i}.",
                              GlobalAttention(f"blocks.{i}.", cfg.num_heads, cfg.scale, cfg.norm_eps,
-                                             cfg.qkv_bias, cfg.attn_drop_ratio),
+                                             qkv_bias=cfg.qkv_bias, attn_drop=cfg.attn_drop_ratio),
                              cfg.norm_eps, cfg.gelu, cfg.drop_ratio, self._drop_path_rate(i))
             for i in range(cfg.depth)]
 
