@@ -217,8 +217,8 @@ def deviation(out, ref):
     if "grads" in ref and "grads" in out:
         common = ref["grads"].keys() & out["grads"].keys()
         dev["loss"] = abs(out["loss"] - ref["loss"])
-        dev["grads"] = max(float(np.max(np.abs(out["grads"][n] - ref["grads"][n])))
-                           / max(float(np.max(np.abs(ref["grads"][n]))), 1e-30) for n in common), default=float("nan"))
+        dev["grads"] = max((float(np.max(np.abs(out["grads"][n] - ref["grads"][n])))
+                            / max(float(np.max(np.abs(ref["grads"][n]))), 1e-30) for n in common), default=float("nan"))
         dev["grad names missing"] = sorted(ref["grads"].keys() ^ out["grads"].keys())
     return dev
 
