@@ -264,3 +264,305 @@ def test_folder_without_weights_and_bad_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
     with pytest.raises(CheckpointError, match="a folder without weights; expected one of model.safetensors"):
         npvit.load(tmp_path)
+
+
+# --- size limits before any work: .npz / zip records --------------------------------------------------
+def _peak_bytes(fn):
+    """Peak traced allocation while ``fn`` runs (NumPy reports its buffers to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _refused(path, match, **kw):
+    def run():
+        with pytest.raises(CheckpointError, match=match):
+            npvit.load(path, **kw)
+    return _peak_bytes(run)
+
+
+def _npy_bytes(arr, shape=None):
+    """An .npy member holding ``arr``'s bytes under a header that claims ``shape`` if given."""
+    header = repr({"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False,
+                   "shape": tuple(arr.shape if shape is None else shape)}).encode("latin-1")
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + np.ascontiguousarray(arr).tobytes()
+
+
+def _zip(path, members, method=None):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", method if method is not None else zipfile.ZIP_STORED) as z:
+        for name, payload in members.items():
+            z.writestr(name, payload)
+    return path
+
+
+def test_npy_header_declaring_a_gigabyte_is_refused_unread(tmp_path):
+    members = {f"{k}.npy": _npy_bytes(v) for k, v in _timm_like().items()}
+    members["blocks.0.mlp.fc1.weight.npy"] = _npy_bytes(np.zeros((32, 16), np.float32), shape=(2**28,))
+    p = _zip(tmp_path / "evil.npz", members)
+    peak = _refused(p, r"declares shape \(268435456,\) of float32 \(1,073,741,824 bytes\) but the archive "
+                       r"member holds 2,048 bytes", num_heads=2)
+    assert peak < 2_000_000, f"refusing a {os.path.getsize(p):,}-byte file allocated {peak:,} bytes"
+    # control: the same archive with an honest header loads
+    members["blocks.0.mlp.fc1.weight.npy"] = _npy_bytes(np.zeros((32, 16), np.float32))
+    npvit.load(_zip(tmp_path / "ok.npz", members), num_heads=2)
+
+
+def test_npvit_file_arrays_checked_against_its_config_before_reading(tmp_path):
+    m = npvit.VisionTransformer(npvit.ViTConfig(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2))
+    m.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        members = {f"{k}.npy": _npy_bytes(z[k]) for k in z.files}
+    members["head.weight.npy"] = _npy_bytes(np.zeros((2000, 8), np.float32))  # consistent in itself
+    peak = _refused(_zip(tmp_path / "bad.npz", members),
+                    r"array 'head.weight' is declared \(2000, 8\) but the stored config makes it \(1000, 8\)")
+    assert peak < 1_000_000
+
+
+def test_zip_member_claiming_more_than_the_file_holds(tmp_path):
+    p = tmp_path / "evil.npz"
+    np.savez(p, **_timm_like())
+    data = bytearray(p.read_bytes())
+    at = data.rfind(b"PK\x01\x02")                 # the last member's central directory record
+    struct.pack_into("<II", data, at + 20, 2**30, 2**30)   # compressed and uncompressed size: 1 GiB
+    p.write_bytes(bytes(data))
+    peak = _refused(p, r"its data would end at byte [\d,]+ of a [\d,]+-byte file", num_heads=2)
+    assert peak < 2_000_000
+
+
+def test_deflate_bomb_is_refused_before_decompressing(tmp_path):
+    import zipfile
+
+    p = tmp_path / "bomb.npz"
+    members = {f"{k}.npy": _npy_bytes(v) for k, v in _timm_like().items()}
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, payload in members.items():
+            z.writestr(name, payload)
+        with z.open("zeros.npy", "w") as f:           # 64 MiB of zeros deflate to ~64 KiB
+            f.write(_npy_bytes(np.zeros(0, np.float32), shape=(2**24,))[:128])
+            block = bytes(1 << 20)
+            for _ in range(64):
+                f.write(block)
+    assert os.path.getsize(p) < 1_000_000
+    peak = _refused(p, r"zip member 'zeros.npy': declares 67,108,992 bytes from [\d,]+ compressed "
+                       r"\(more than 64x: a decompression bomb", num_heads=2)
+    assert peak < 2_000_000
+
+
+def test_zip64_end_record_declaring_a_billion_members(tmp_path):
+    p = tmp_path / "many.npz"
+    np.savez(p, **_timm_like())
+    data = p.read_bytes()
+    eocd = data.rfind(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack("<II", data[eocd + 12:eocd + 20])
+    body = data[:eocd]
+    z64 = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, 10**9, 10**9, cd_size, cd_offset)
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, len(body), 1)
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, cd_size, cd_offset, 0)
+    p.write_bytes(body + z64 + locator + end)
+    _refused(p, "declares 1,000,000,000 members", num_heads=2)
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("flip_deflated", r"'cls_token': cannot be read from the archive \((error|BadZipFile): .*\): the file is "
+                      "truncated or corrupted"),
+    ("version", r"a zip archive using a feature no checkpoint writer uses \(zip file version 9\.9\)"),
+    ("method", "compression method 99"),
+    ("encrypted", "encrypted"),
+    ("name_dotdot", "a name that no checkpoint writer produces"),
+    ("name_absolute", "a name that no checkpoint writer produces"),
+    ("name_nul", r"neither a NumPy \.npz"),       # zipfile cuts a name at its NUL byte
+    ("duplicate", "appears twice"),
+])
+def test_corrupt_zip_containers(tmp_path, damage, match):
+    import zipfile
+
+    members = {f"{k}.npy": _npy_bytes(v) for k, v in _timm_like().items()}
+    if damage == "duplicate":
+        members = list(members.items()) + [("norm.bias.npy", _npy_bytes(np.zeros(16, np.float32)))]
+        with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(tmp_path / "x.npz", "w") as z:
+            for name, payload in members:
+                z.writestr(name, payload)
+        p = tmp_path / "x.npz"
+    else:
+        if damage == "name_dotdot":
+            members["../head.bias.npy"] = members.pop("head.bias.npy")
+        if damage == "name_nul":
+            members["head.bias\0.npy"] = members.pop("head.bias.npy")
+        if damage == "name_absolute":
+            members["/head.bias.npy"] = members.pop("head.bias.npy")
+        p = _zip(tmp_path / "x.npz", members,
+                 zipfile.ZIP_DEFLATED if damage == "flip_deflated" else zipfile.ZIP_STORED)
+        data = bytearray(p.read_bytes())
+        local = data.find(b"PK\x03\x04")
+        central = data.rfind(b"PK\x01\x02")
+        if damage == "flip_deflated":
+            data[local + 30 + len("cls_token.npy") + 5] ^= 0xFF     # inside the first member's stream
+        elif damage == "version":
+            struct.pack_into("<H", data, central + 6, 99)           # "version needed to extract" 9.9
+        elif damage == "method":
+            struct.pack_into("<H", data, central + 10, 99)
+        elif damage == "encrypted":
+            struct.pack_into("<H", data, central + 8, 1)
+        p.write_bytes(bytes(data))
+    _refused(p, match, num_heads=2)
+
+
+# --- malformed JSON and wrong types in configs -----------------------------------------------------
+def _tiny_npvit(tmp_path):
+    m = npvit.VisionTransformer(npvit.ViTConfig(img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2,
+                                                num_classes=3))
+    return m, m.save(tmp_path / "m.npz")
+
+
+def _rewrite_npvit_meta(src, dst, edit):
+    with np.load(src) as z:
+        arrays = dict(z)
+    meta = json.loads(arrays["__npvit__"].tobytes())
+    text = edit(meta)
+    arrays["__npvit__"] = np.frombuffer(text.encode() if isinstance(text, str) else json.dumps(meta).encode(),
+                                        dtype=np.uint8)
+    np.savez(dst, **arrays)
+    return dst
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda meta: meta["config"].update(num_heads=True), r"config: num_heads is true \(a boolean\)"),
+    (lambda meta: meta["config"].update(num_heads=2.0), r"config: num_heads is 2\.0 \(a number\)"),
+    (lambda meta: meta["config"].update(embed_dim="16"), r"config: embed_dim is \"16\" \(a string\)"),
+    (lambda meta: meta["config"].update(img_size=[8, 8, 8]), r"config: img_size is \[8, 8, 8\]"),
+    (lambda meta: meta["config"].update(qkv_bias=1), r"config: qkv_bias is 1 \(an integer\)"),
+    (lambda meta: meta["config"].update(label_names=[1, 2, 3]), r"config: label_names is \[1, 2, 3\]"),
+    (lambda meta: meta["preprocess"].update(mean=[0.5, 0.5]), r"preprocess: mean is \[0\.5, 0\.5\]"),
+    (lambda meta: meta.update(version="1"), r"version is \"1\" \(a string\), expected an integer"),
+    (lambda meta: "[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+    (lambda meta: '{"format": "npvit", "format": "npvit"}', "key 'format' appears twice"),
+    (lambda meta: json.dumps(meta).replace('"norm_eps": 1e-06', '"norm_eps": NaN'), "NaN is not JSON"),
+])
+def test_npvit_description_with_wrong_types(tmp_path, edit, match):
+    """A file that says num_heads=true must not load as a 1-head model (int(True) == 1)."""
+    m, path = _tiny_npvit(tmp_path)
+    m.preprocess = npvit.preprocess.preset("timm", 8)
+    m.save(path)
+    assert npvit.load(path).config.num_heads == 2  # control: the untouched file loads
+    bad = _rewrite_npvit_meta(path, tmp_path / "bad.npz", edit)
+    with pytest.raises(CheckpointError, match=r"npvit description \(__npvit__\) is damaged: .*" + match):
+        npvit.load(bad)
+
+
+def _hf_folder(tmp_path, config_edit=None, processor_edit=None):
+    from npvit.formats.safetensors import write_safetensors
+
+    sd = _timm_like(dim=16, depth=1)
+    hf = {"vit.embeddings.cls_token": sd["cls_token"], "vit.embeddings.position_embeddings": sd["pos_embed"],
+          "vit.embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
+          "vit.embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
+          "vit.layernorm.weight": sd["norm.weight"], "vit.layernorm.bias": sd["norm.bias"],
+          "classifier.weight": sd["head.weight"], "classifier.bias": sd["head.bias"]}
+    h = "vit.encoder.layer.0."
+    for n, part in zip(("query", "key", "value"), np.split(sd["blocks.0.attn.qkv.weight"], 3)):
+        hf[f"{h}attention.attention.{n}.weight"] = part
+    for n, part in zip(("query", "key", "value"), np.split(sd["blocks.0.attn.qkv.bias"], 3)):
+        hf[f"{h}attention.attention.{n}.bias"] = part
+    for src, dst in (("norm1", "layernorm_before"), ("norm2", "layernorm_after"), ("mlp.fc1", "intermediate.dense"),
+                     ("attn.proj", "attention.output.dense"), ("mlp.fc2", "output.dense")):
+        hf[f"{h}{dst}.weight"], hf[f"{h}{dst}.bias"] = sd[f"blocks.0.{src}.weight"], sd[f"blocks.0.{src}.bias"]
+    folder = tmp_path / "hf"
+    folder.mkdir(exist_ok=True)
+    write_safetensors(folder / "model.safetensors", hf)
+    config = {"model_type": "vit", "num_attention_heads": 2, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+              "image_size": 8, "id2label": {"0": "a", "1": "b", "2": "c"}}
+    processor = {"size": {"height": 8, "width": 8}, "resample": 2, "image_mean": [0.5, 0.5, 0.5],
+                 "image_std": [0.5, 0.5, 0.5]}
+    for name, obj, edit in (("config.json", config, config_edit),
+                            ("preprocessor_config.json", processor, processor_edit)):
+        text = edit(obj) if edit else None
+        (folder / name).write_text(text if isinstance(text, str) else json.dumps(obj))
+    return folder
+
+
+@pytest.mark.parametrize("config_edit,processor_edit,match", [
+    (lambda c: c.update(num_attention_heads=True), None, r"num_attention_heads is true \(a boolean\), expected an integer"),
+    (lambda c: c.update(num_attention_heads=0), None, r"num_attention_heads is 0 \(an integer\), expected an integer >= 1"),
+    (lambda c: c.update(layer_norm_eps="1e-12"), None, r"layer_norm_eps is \"1e-12\" \(a string\)"),
+    (lambda c: c.update(image_size=[8]), None, r"image_size is \[8\] \(a list\)"),
+    (lambda c: c.update(id2label={"0": 1, "1": 2, "2": 3}), None, "id2label must map class indices to names"),
+    (lambda c: c.update(hidden_act=["gelu"]), None, r"hidden_act is \[\"gelu\"\] \(a list\), expected a string"),
+    (lambda c: "[" * 50_000 + "]" * 50_000, None, "JSON nested too deeply"),
+    (None, lambda p: p.update(image_mean="0.5"), r"image_mean is \"0\.5\" \(a string\), expected a list of 3"),
+    (None, lambda p: p.update(size=8), r"size is 8 \(an integer\), expected an object"),
+    (None, lambda p: p["size"].update(height=True), r"size: height is true \(a boolean\)"),
+    (None, lambda p: p.update(resample="bicubic"), r"resample is \"bicubic\" \(a string\)"),
+    (None, lambda p: '{"size": ' * 5000 + "1" + "}" * 5000, "JSON nested too deeply"),
+])
+def test_hf_configs_with_wrong_types(tmp_path, config_edit, processor_edit, match):
+    assert npvit.load(_hf_folder(tmp_path)).config.num_heads == 2  # control
+    folder = _hf_folder(tmp_path, config_edit, processor_edit)
+    with pytest.raises(CheckpointError, match=match):
+        npvit.load(folder)
+
+
+def test_timm_metadata_and_hub_config_with_wrong_types(tmp_path):
+    from npvit.formats.export import save_timm
+    from npvit.formats.safetensors import read_safetensors, write_safetensors
+
+    m, _ = _tiny_npvit(tmp_path)
+    save_timm(m, tmp_path / "t.safetensors")
+    assert npvit.load(tmp_path / "t.safetensors").config.num_heads == 2  # control
+    arrays, meta = read_safetensors(tmp_path / "t.safetensors")
+    cfg = json.loads(meta["npvit.config"])
+    write_safetensors(tmp_path / "bad.safetensors", arrays, dict(meta, **{"npvit.config": json.dumps(dict(cfg, num_heads=True))}))
+    with pytest.raises(CheckpointError, match=r"npvit.config metadata: num_heads is true \(a boolean\)"):
+        npvit.load(tmp_path / "bad.safetensors")
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    write_safetensors(hub / "model.safetensors", arrays)
+    (hub / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224",
+                                                 "model_args": {"num_heads": True, "img_size": 8}}))
+    with pytest.raises(CheckpointError, match=r"model_args: num_heads is true \(a boolean\)"):
+        npvit.load(hub)
+
+
+def test_safetensors_header_duplicate_keys_and_entry_count(tmp_path):
+    p = tmp_path / "dup.safetensors"
+    text = b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}'
+    p.write_bytes(struct.pack("<Q", len(text)) + text + b"\0" * 4)
+    with pytest.raises(CheckpointError, match="key 'w' appears twice"):
+        npvit.load(p)
+    from npvit.formats.safetensors import MAX_ENTRIES
+
+    n = MAX_ENTRIES // 4 + 1   # each tensor entry has 4 JSON entries (itself, dtype, shape, offsets)
+    header = {f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(n)}
+    p.write_bytes(_st_bytes(header))
+    with pytest.raises(CheckpointError, match=f"more than {MAX_ENTRIES:,} JSON entries"):
+        npvit.load(p)
+
+
+# --- PyTorch files: what torch's safe loader lets through but npvit must not use ----------------------
+@pytest.mark.parametrize("kind,match", [
+    ("sparse", r"tensor 'norm\.weight' is sparse_coo \(a sparse tensor\)"),
+    ("meta", r"tensor 'norm\.weight' is a meta tensor"),
+    ("int_key", r"key 7 \(int\) is not a string"),
+    ("complex", r"tensor 'norm\.weight' has dtype torch\.complex64"),
+])
+def test_torch_tensors_that_hold_no_dense_weights(tmp_path, kind, match):
+    torch = pytest.importorskip("torch")
+    sd = {k: torch.from_numpy(v) for k, v in _timm_like().items()}
+    torch.save(sd, tmp_path / "ok.pth")
+    assert npvit.load(tmp_path / "ok.pth", num_heads=2).config.embed_dim == 16  # control
+    if kind == "sparse":
+        sd["norm.weight"] = sd["norm.weight"].to_sparse()
+    elif kind == "meta":
+        sd["norm.weight"] = torch.empty(16, device="meta")
+    elif kind == "int_key":
+        sd[7] = sd.pop("norm.weight")
+    else:
+        sd["norm.weight"] = sd["norm.weight"].to(torch.complex64)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=match):
+        npvit.load(tmp_path / "bad.pth", num_heads=2)

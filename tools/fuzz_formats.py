@@ -14,10 +14,11 @@ and of the npvit JSON member; rewrites of JSON fields (safetensors headers, conf
 preprocessor_config.json, the shard index, npvit's metadata) with hostile values (wrong types,
 huge numbers, deep nesting, deletions).
 
-Each load runs in a forked child: a child still running after ``--timeout`` seconds is killed and
-counted as a hang; its peak resident memory above what it had before the load (``VmHWM`` minus
-``VmRSS``) is measured and counted as a failure above ``--memory-mib``; the child's address space is capped
-(``RLIMIT_AS``, 4 GiB above the parent's) so a runaway allocation cannot take the machine down.
+Loads run in a worker process (``--worker``, restarted when needed): a load still running after
+``--timeout`` seconds gets the worker killed and counts as a hang; each load's peak resident memory
+above what the worker held before it (``VmHWM`` after a reset through ``/proc/self/clear_refs``,
+minus ``VmRSS``) counts as a failure above ``--memory-mib``; the worker's address space is capped
+(``RLIMIT_AS``, 4 GiB above its size at start) so a runaway allocation cannot take the machine down.
 Exit status 1 when anything but a clean load or a CheckpointError happened; ``--keep DIR`` keeps
 those mutants for replay (``python -c "import npvit; npvit.load('DIR/...')"``).
 """
@@ -28,9 +29,10 @@ import json
 import os
 import random
 import resource
+import select
 import shutil
-import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -440,11 +442,6 @@ def mutate_seed(src, dst, rng):
 
 
 # --- running ----------------------------------------------------------------------------------------
-def _vm_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _status_kib(field):
     with open("/proc/self/status") as f:
         for line in f:
@@ -453,60 +450,97 @@ def _status_kib(field):
     return 0
 
 
-def load_in_child(path, kwargs, timeout, as_limit):
-    """Fork, load ``path`` in the child; ``(outcome, seconds, peak RSS growth in bytes)``.
+SELFTESTS = {  # paths the worker treats as orders, for the test suite's negative controls
+    ":escape:": lambda: (_ for _ in ()).throw(KeyError("not a CheckpointError")),
+    ":hang:": lambda: time.sleep(3600),
+    ":memory:": lambda: np.ones(512 << 17).sum(),           # 512 MiB of float64, every page touched
+    ":crash:": lambda: os._exit(3),
+}
 
-    outcome: "ok", "CheckpointError", "hang" or "<module.ExceptionType>: message".  The growth is
-    the child's peak resident set (VmHWM, which starts at the fork) minus its resident set before
-    the load; -1 when a hung child was killed.
+
+def worker_main(preload_torch=True):
+    """The worker: one JSON request per line on stdin, one JSON answer per line on stdout.
+
+    Before each load the peak-RSS mark is reset (``/proc/self/clear_refs``), so the answer's
+    ``grew`` is that load's own peak above what the worker already held.
     """
-    r, w = os.pipe()
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        os.close(r)
+    if preload_torch:
+        try:  # imported now, not inside the first timed .pth load
+            import torch  # noqa: F401
+        except ImportError:
+            pass
+    limit = _status_kib("VmSize") * 1024 + (4 << 30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    warnings.simplefilter("ignore")
+    out = sys.stdout
+    sys.stdout = sys.stderr             # nothing a load prints can corrupt the answers
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        req = json.loads(line)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        start = _status_kib("VmRSS")
         try:
-            start_kib = _status_kib("VmRSS")
-            resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                npvit.load(path, **kwargs)
+            if req["path"] in SELFTESTS:
+                SELFTESTS[req["path"]]()
+            else:
+                npvit.load(req["path"], **req["kwargs"])
             msg = "ok"
         except CheckpointError:
             msg = "CheckpointError"
         except BaseException as exc:  # noqa: BLE001 - anything else is the finding
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
             msg = f"{type(exc).__module__}.{type(exc).__qualname__}: {first}"
-        try:
-            grew = (_status_kib("VmHWM") - start_kib) * 1024
-            os.write(w, f"{grew} {msg}".encode("utf-8", "replace"))
-        finally:
-            os._exit(0)
-    os.close(w)
-    deadline = t0 + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.perf_counter() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(r)
-            return "hang", time.perf_counter() - t0, -1
-        time.sleep(0.002)
-    seconds = time.perf_counter() - t0
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    text = b"".join(chunks).decode("utf-8", "replace")
-    if not text:
-        return f"child died (wait status {status})", seconds, -1
-    grew, msg = text.split(" ", 1)
-    return msg, seconds, int(grew)
+        grew = (_status_kib("VmHWM") - start) * 1024
+        out.write(json.dumps({"outcome": msg, "grew": grew}) + "\n")
+        out.flush()
+
+
+class Worker:
+    """A worker process that loads files on request; a hung one is killed and replaced."""
+
+    def __init__(self, preload_torch=True):
+        self.proc, self.preload_torch = None, preload_torch
+
+    def _start(self, startup_timeout=300):
+        """Start a worker and wait until it has imported npvit (and torch), outside any timing."""
+        args = ["--worker"] + ([] if self.preload_torch else ["--no-torch"])
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + args,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        ready, _, _ = select.select([self.proc.stdout], [], [], startup_timeout)
+        if not ready or not self.proc.stdout.readline():
+            self.close()
+            raise RuntimeError(f"the fuzz worker did not start within {startup_timeout} s")
+
+    def load(self, path, kwargs, timeout):
+        """``(outcome, seconds, peak memory growth in bytes, -1 if unknown)``.
+
+        outcome: "ok", "CheckpointError", "hang", "worker died ..." or "<module.Type>: message".
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        t0 = time.perf_counter()
+        self.proc.stdin.write(json.dumps({"path": path, "kwargs": kwargs}) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        seconds = time.perf_counter() - t0
+        if not ready:
+            self.close()
+            return "hang", seconds, -1
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            self.proc = None
+            return f"worker died (exit status {code})", seconds, -1
+        answer = json.loads(line)
+        return answer["outcome"], seconds, answer["grew"]
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
 
 
 def run(count=300, seed=0, timeout=5.0, memory_mib=256, keep=None, workdir=None, log=print):
@@ -517,9 +551,9 @@ def run(count=300, seed=0, timeout=5.0, memory_mib=256, keep=None, workdir=None,
     try:
         os.makedirs(os.path.join(workdir, "seeds"), exist_ok=True)
         seeds = build_seeds(os.path.join(workdir, "seeds"))
-        as_limit = _vm_bytes() + (4 << 30)
+        worker = Worker()
         for name, (path, kw) in seeds.items():  # every seed must load: a fuzz of broken seeds proves nothing
-            outcome, _, _ = load_in_child(path, kw, timeout, as_limit)
+            outcome, _, _ = worker.load(path, kw, timeout)
             if outcome != "ok":
                 raise RuntimeError(f"seed {name} does not load: {outcome}")
         outcomes = collections.Counter()
@@ -534,7 +568,7 @@ def run(count=300, seed=0, timeout=5.0, memory_mib=256, keep=None, workdir=None,
             if os.path.isdir(dst):
                 shutil.rmtree(dst)
             what = f"{name} #{i} {mutate_seed(src, dst, rng)}"
-            outcome, seconds, grew = load_in_child(dst, kw, timeout, as_limit)
+            outcome, seconds, grew = worker.load(dst, kw, timeout)
             slowest = max(slowest, (seconds, what))
             most_memory = max(most_memory, (grew, what))
             bad = outcome not in ("ok", "CheckpointError") or grew > memory_mib << 20
@@ -552,6 +586,8 @@ def run(count=300, seed=0, timeout=5.0, memory_mib=256, keep=None, workdir=None,
         return {"count": count, "seeds": names, "outcomes": dict(outcomes), "findings": findings,
                 "slowest": slowest, "most_memory": most_memory}
     finally:
+        if "worker" in locals():
+            worker.close()
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -564,7 +600,11 @@ def main(argv=None):
     p.add_argument("--memory-mib", type=int, default=256,
                    help="peak resident memory a load may add, MiB (default 256)")
     p.add_argument("--keep", metavar="DIR", help="copy every failing mutant here")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-torch", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker:
+        return worker_main(preload_torch=not args.no_torch)
     seed = args.seed if args.seed is not None else int(time.time())
     print(f"fuzzing {args.count} mutants, seed {seed}, timeout {args.timeout} s, memory {args.memory_mib} MiB")
     t0 = time.perf_counter()

@@ -107,7 +107,7 @@ def read_torch(path):
     arrays = {}
     for name, value in sd.items():
         if not isinstance(name, str):
-            raise CheckpointError(f"{path}: key {name!r} is a {type(name).__name__}, expected a string "
+            raise CheckpointError(f"{path}: key {name!r} ({type(name).__name__}) is not a string "
                                   "(a state dict maps parameter names to tensors)")
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: entry {name!r} is a {type(value).__name__}, expected a "

@@ -162,7 +162,8 @@ class Fields:
 def _show(v):
     text = json.dumps(v) if _jsonable(v) else repr(v)
     text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{text} (a {_json_type(v)})"
+    kind = _json_type(v)
+    return f"{text} ({'an' if kind[0] in 'aeiou' else 'a'} {kind})"
 
 
 def _jsonable(v):

@@ -44,6 +44,9 @@ def open_zip(path):
                               f"{MAX_MEMBERS:,}): not a checkpoint")
     try:
         z = zipfile.ZipFile(path)
+    except NotImplementedError as exc:
+        raise CheckpointError(f"{path}: a zip archive using a feature no checkpoint writer uses "
+                              f"({exc}): not a valid checkpoint") from None
     except _ZIP_ERRORS as exc:
         raise CheckpointError(f"{path}: a zip archive (.npz or PyTorch file) that cannot be opened "
                               f"({_why(exc)}): it is truncated or corrupted; download it again") from None
