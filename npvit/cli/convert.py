@@ -40,6 +40,7 @@ def add_parser(subparsers):
 
 def run(args):
     from ..formats import load, save
+    from ..formats.atomic import resolve_target
     from ..formats.export import TORCH_SUFFIXES, save_timm
 
     to = args.to or ("npvit" if args.dst.endswith(".npz") else
@@ -47,8 +48,9 @@ def run(args):
     if to is None:
         raise ValueError(f"cannot tell the output format from {args.dst!r}: use a .npz (npvit) or "
                          ".safetensors/.pth (timm) name, or pass --to")
-    if os.path.exists(args.dst) and not args.force:
+    if os.path.lexists(args.dst) and not args.force:
         raise ValueError(f"{args.dst} exists; pass --force to overwrite it")
+    resolve_target(args.dst)  # a folder, device, FIFO or socket is refused before any work
     overrides = {}
     if args.num_heads is not None:
         overrides["num_heads"] = args.num_heads
