@@ -9,6 +9,11 @@ goes to stderr when it is a terminal (or with ``--progress``). Output, on stdout
 
 A file that cannot be read is reported (stderr, or an "error" entry in JSON) and skipped; the exit
 status is then 1.
+
+``--scheduler ADDRESS`` runs the batches on an existing Dask cluster (``tcp://host:8786``), and
+``--scheduler local:N`` on N worker processes started here (``pip install 'npvit[dask]'``).  Each
+worker opens MODEL itself, once; the images are read on the workers, so their paths must be
+valid there.  The output is the same, in the same order; the progress bar counts finished batches.
 """
 import json
 import sys
@@ -37,6 +42,9 @@ def add_parser(subparsers):
                    help="text file with one class name per line, replacing the model's names")
     p.add_argument("--progress", action="store_true",
                    help="show the progress bar even when stderr is not a terminal")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask cluster: a scheduler address (tcp://host:8786), or local:N for "
+                        "N worker processes on this machine (pip install 'npvit[dask]')")
     p.set_defaults(func=run)
     return p
 
@@ -49,6 +57,8 @@ def run(args):
     paths = collect_images(args.images)
     _require_pillow()
     labels = _read_labels(args.labels) if args.labels else None
+    if args.scheduler:
+        return _run_on_dask(args, paths, labels)
     from .. import load  # lazily: loading pulls in the checkpoint formats
 
     model = load(args.model, backend=args.backend)
@@ -67,6 +77,37 @@ def run(args):
             if not args.json:
                 _print_text(path, result)
         bar.update(len(batch))
+    bar.close()
+    if args.json:
+        json.dump([_json_record(p, r) for p, r in records], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 1 if failed else 0
+
+
+def _run_on_dask(args, paths, labels):
+    """``run`` with the batches computed on a Dask cluster; printed in input order as they finish."""
+    from ..distributed.inference import connect, iter_batches
+
+    bar = Progress(len(paths), enabled=args.progress or sys.stderr.isatty())
+    records, failed, finished, printed = [], 0, {}, 0
+    try:
+        with connect(args.scheduler) as client:
+            for start, results in iter_batches(client, args.model, [str(p) for p in paths], args.topk,
+                                               args.batch_size, labels=labels, preprocess=args.preprocess,
+                                               backend=args.backend):
+                finished[start], done = results, len(results)
+                bar.clear()
+                while printed in finished:  # the next batch in input order is here: print it
+                    results = finished.pop(printed)
+                    for path, result in zip(paths[printed:printed + len(results)], results):
+                        records.append((path, result))
+                        failed += isinstance(result, Exception)
+                        if not args.json:
+                            _print_text(path, result)
+                    printed += len(results)
+                bar.update(done)
+    except (ImportError, OSError) as exc:  # Dask is not installed; the scheduler cannot be reached
+        raise RuntimeError(str(exc)) from None
     bar.close()
     if args.json:
         json.dump([_json_record(p, r) for p, r in records], sys.stdout, indent=2)
