@@ -30,3 +30,29 @@ def directional_check(f, inputs, grads, dy, seed=0, eps=1e-6, rtol=1e-6, atol=1e
         f"gradient check failed: analytic {analytic!r} vs numeric {numeric!r} "
         f"(diff {abs(analytic - numeric):.3e})")
     return analytic, numeric
+
+
+def model_gradcheck(model, x, train, seed, eps=1e-6):
+    """Check d<dy, model(x)>/d(params, x) along a random direction; returns (analytic, numeric)."""
+    be = model.backend
+    rng = np.random.default_rng(seed)
+    out = model.forward(be.from_numpy(x), train=train, grad=True, rng=seed)
+    outs = out if isinstance(out, tuple) else (out,)
+    dys = [rng.standard_normal(tuple(o.shape)) for o in outs]
+    dout = tuple(be.from_numpy(d) for d in dys) if isinstance(out, tuple) else be.from_numpy(dys[0])
+    dx, grads = model.backward(dout)
+    names = list(grads)
+    base = {n: be.to_numpy(model.params[n]).copy() for n in names}
+
+    def f(x_, *params):
+        model.load_state_dict(dict(zip(names, params)))
+        o = model.forward(be.from_numpy(x_), train=train, rng=seed)  # same seed: same masks
+        o = o if isinstance(o, tuple) else (o,)
+        return np.concatenate([be.to_numpy(a).ravel() for a in o])
+
+    try:
+        return directional_check(f, [x] + [base[n] for n in names],
+                                 [be.to_numpy(dx)] + [be.to_numpy(grads[n]) for n in names],
+                                 np.concatenate([d.ravel() for d in dys]), seed=seed, eps=eps)
+    finally:
+        model.load_state_dict(base)

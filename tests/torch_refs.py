@@ -117,3 +117,84 @@ def hf_grads(ref, npv):
         if npv.config.qkv_bias:
             out[f"blocks.{i}.attn.qkv.bias"] = np.concatenate([g[a + f"{p}_proj.bias"] for p in "qkv"])
     return out
+
+
+# --- Swin ------------------------------------------------------------------------------------------
+def timm_swin(npv, torch_dtype=torch.float64):
+    """timm's SwinTransformer with ``npv``'s config and weights (timm's names are npvit's)."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    c = npv.config
+    assert c.window_rule == "timm" and not c.ape
+    ref = SwinTransformer(img_size=c.img_size, patch_size=c.patch_size, in_chans=c.in_c, num_classes=c.num_classes,
+                          embed_dim=c.embed_dim, depths=c.depths, num_heads=c.num_heads, window_size=c.window_size,
+                          mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, drop_rate=0.0, proj_drop_rate=0.0,
+                          attn_drop_rate=0.0, drop_path_rate=0.0,
+                          norm_layer=partial(torch.nn.LayerNorm, eps=c.norm_eps)).to(torch_dtype)
+    ref.load_state_dict({n: _t(npv.backend.to_numpy(v), torch_dtype) for n, v in npv.params.items()}, strict=True)
+    return ref
+
+
+def _hf_swin_names(c):
+    """{npvit name: Hugging Face module name} for SwinForImageClassification (qkv split apart)."""
+    names = {"patch_embed.proj.weight": "swin.embeddings.patch_embeddings.projection.weight",
+             "patch_embed.proj.bias": "swin.embeddings.patch_embeddings.projection.bias",
+             "patch_embed.norm.weight": "swin.embeddings.norm.weight",
+             "patch_embed.norm.bias": "swin.embeddings.norm.bias",
+             "norm.weight": "swin.layernorm.weight", "norm.bias": "swin.layernorm.bias",
+             "head.fc.weight": "classifier.weight", "head.fc.bias": "classifier.bias"}
+    if c.ape:
+        names["absolute_pos_embed"] = "swin.embeddings.position_embeddings"
+    for i, depth in enumerate(c.depths):
+        if i > 0:  # timm merges at the start of stage i, Hugging Face at the end of stage i - 1
+            for part in ("norm.weight", "norm.bias", "reduction.weight"):
+                names[f"layers.{i}.downsample.{part}"] = f"swin.encoder.layers.{i - 1}.downsample.{part}"
+        for j in range(depth):
+            b, h = f"layers.{i}.blocks.{j}.", f"swin.encoder.layers.{i}.blocks.{j}."
+            names[b + "attn.relative_position_bias_table"] = \
+                h + "attention.relative_position_bias.relative_position_bias_table"
+            for ours, theirs in (("norm1", "layernorm_before"), ("norm2", "layernorm_after"),
+                                 ("attn.proj", "attention.o_proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+                for kind in ("weight", "bias"):
+                    names[f"{b}{ours}.{kind}"] = f"{h}{theirs}.{kind}"
+    return names
+
+
+def hf_swin(npv, torch_dtype=torch.float64):
+    """Hugging Face's SwinForImageClassification with ``npv``'s config (window_rule='hf') and weights."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    c = npv.config
+    assert c.window_rule == "hf" and c.patch_norm and c.num_classes
+    hc = SwinConfig(image_size=c.img_size, patch_size=c.patch_size, num_channels=c.in_c, embed_dim=c.embed_dim,
+                    depths=list(c.depths), num_heads=list(c.num_heads), window_size=c.window_size,
+                    mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0, drop_path_rate=0.0, hidden_act="gelu",
+                    use_absolute_embeddings=c.ape, layer_norm_eps=c.norm_eps, num_labels=c.num_classes)
+    ref = SwinForImageClassification(hc)
+    host = {n: npv.backend.to_numpy(v) for n, v in npv.params.items()}
+    mapping = _hf_swin_names(c)
+    sd = {theirs: host[ours] for ours, theirs in mapping.items()}
+    for i, depth in enumerate(c.depths):
+        for j in range(depth):
+            ours, theirs = f"layers.{i}.blocks.{j}.attn.qkv.", f"swin.encoder.layers.{i}.blocks.{j}.attention."
+            for kind in ("weight", "bias") if c.qkv_bias else ("weight",):
+                for part, w in zip("qkv", np.split(host[ours + kind], 3)):
+                    sd[f"{theirs}{part}_proj.{kind}"] = w
+    ref = ref.to(torch_dtype)
+    missing, unexpected = ref.load_state_dict({k: _t(v, torch_dtype) for k, v in sd.items()}, strict=False)
+    assert not unexpected and all("relative_position_index" in k for k in missing), (missing, unexpected)
+    ref.npvit_mapping = mapping
+    return ref
+
+
+def hf_swin_grads(ref, npv):
+    g = {n: p.grad.numpy() for n, p in ref.named_parameters()}
+    out = {ours: g[theirs] for ours, theirs in ref.npvit_mapping.items()}
+    c = npv.config
+    for i, depth in enumerate(c.depths):
+        for j in range(depth):
+            a = f"swin.encoder.layers.{i}.blocks.{j}.attention."
+            for kind in ("weight", "bias") if c.qkv_bias else ("weight",):
+                out[f"layers.{i}.blocks.{j}.attn.qkv.{kind}"] = np.concatenate([g[a + f"{p}_proj.{kind}"] for p in "qkv"])
+    return out
