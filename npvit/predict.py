@@ -7,26 +7,45 @@
     top-k  = the k largest p, descending (ties: lower class index first)
 
 As Hugging Face's image-classification pipeline does, one image gives one list of pairs and a list
-of images gives a list of such lists; ``topk`` larger than the number of classes gives them all.
+of images gives a list of such lists; a folder gives {file: pairs} for the image files in it (the
+walk ``npvit predict`` does); ``topk`` larger than the number of classes gives them all.
 """
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from .labels import label_names_for
 from .preprocess.config import PRESETS, PreprocessConfig, preset
-from .preprocess.images import is_batch, to_rgb
+from .preprocess.images import IMAGE_SUFFIXES, is_batch, list_image_files, to_rgb
 from .preprocess.transform import transform_one
 
 
-def predict(model, images, topk=5, labels=None, batch_size=32, preprocess=None):
+Prediction = List[Tuple[str, float]]
+
+
+def predict(model: "VisionTransformer", images: Any, topk: int = 5, labels: Optional[Sequence[str]] = None,
+            batch_size: int = 32, preprocess: Union[PreprocessConfig, str, None] = None,
+            ) -> Union[Prediction, List[Prediction], Dict[str, Prediction]]:
     """Top-``topk`` ``(label, probability)`` pairs per image, most probable first.
 
     ``images``: a path, a PIL image, an (H, W, 3) uint8 array, a float array in [0, 1], or a list
-    of these (see ``npvit.preprocess.images``). ``labels``: class names to use instead of the
-    model's (``model.config.label_names``, else ImageNet-1k/21k by head size, else indices).
+    of these (see ``npvit.preprocess.images``); one image gives one list of pairs, a list gives a
+    list of them.  A folder gives ``{file path: pairs}`` for its image files, found as
+    ``npvit predict`` finds them (recursively, by suffix, sorted by path); a file Pillow cannot
+    read raises a ValueError naming it.  ``labels``: class names to use instead of the model's
+    (``model.config.label_names``, else ImageNet-1k/21k by head size, else indices).
     ``preprocess``: a PreprocessConfig or a preset name overriding ``model.preprocess``; a model
     without one uses timm's recipe at its image size. Images are read, transformed and run
     ``batch_size`` at a time.
     """
+    if isinstance(images, (str, os.PathLike)) and os.path.isdir(images):
+        files = list_image_files(images)
+        if not files:
+            raise ValueError(f"folder {images} holds no image files (looked for "
+                             f"{', '.join(IMAGE_SUFFIXES)}, recursively)")
+        results = predict(model, [str(f) for f in files], topk, labels, batch_size, preprocess)
+        return dict(zip((str(f) for f in files), results))
     k = _check_topk(topk)
     names = _label_names(model, labels)
     probs = probabilities(model, images, batch_size=batch_size, preprocess=preprocess)   # (B, K)

@@ -384,7 +384,8 @@ def mutate_zip(data, rng):
         members += [(zipfile.ZipInfo(f"extra{i}.npy"), _npy_member(np.zeros(1, np.float32)))
                     for i in range(rng.choice([100, 3000]))]
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
+    with zipfile.ZipFile(out, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # duplicate names are one of the mutations
         for inf, payload in members:
             zi = zipfile.ZipInfo(inf.filename or "_", inf.date_time)
             zi.compress_type = inf.compress_type

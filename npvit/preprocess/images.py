@@ -2,18 +2,23 @@
 
 Accepted, alone or in a list (or a (B, H, W, C) array, one image per entry):
 - a file path (str or ``pathlib.Path``), decoded with Pillow (``pip install 'npvit[image]'``);
-- a ``PIL.Image.Image`` of any mode, converted with ``.convert("RGB")`` as timm does;
+- a ``PIL.Image.Image`` of any mode, converted with ``.convert("RGB")`` as timm does (16-bit and
+  floating-point modes are scaled instead, see below);
 - an (H, W, 3) uint8 array; (H, W) or (H, W, 1) grey, repeated to 3 channels; (H, W, 4) RGBA,
   whose alpha is dropped (what Pillow's RGBA -> RGB conversion does);
 - an integer array with values 0..255 (any integer dtype), taken as uint8;
 - a floating-point array with values in [0, 1] (1.0 = white), kept as float32 so no precision is
   lost to 256 levels.
 
-Returns uint8 arrays for 8-bit sources and float32 arrays for float ones. Pillow is imported
-only to read files and PIL images; arrays never need it. EXIF orientation is not applied (timm's
-and torchvision's loaders do not apply it either).
+Returns uint8 arrays for 8-bit sources and float32 arrays for float ones, and for 16-bit and
+floating-point pictures (Pillow modes I;16, I, F), which are scaled to [0, 1] rather than clipped
+to white by an 8-bit conversion (``pil_to_rgb``). Pillow is imported only to read files and PIL
+images; arrays never need it. EXIF orientation is not applied (timm's and torchvision's loaders do
+not apply it either). A file Pillow refuses (unknown, corrupt, a decompression bomb) is a
+ValueError naming the file.
 """
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +62,12 @@ def to_rgb_list(images):
 
 
 def to_rgb(image):
-    """One image as an (H, W, 3) array: uint8 for 8-bit sources, float32 in [0, 1] for floats."""
+    """One image as an (H, W, 3) array: uint8 for 8-bit sources, float32 in [0, 1] for floats
+    and for 16-bit and floating-point pictures."""
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
     if _is_pil_image(image):
-        return np.asarray(image.convert("RGB"))
+        return pil_to_rgb(image)
     if isinstance(image, (list, tuple)):
         raise TypeError("nested lists are not images: pass a NumPy array, a path or a PIL image")
     if isinstance(image, (bytes, bytearray)):
@@ -79,17 +85,62 @@ def read_image(path):
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not an image: pass the image files in it "
-                                "(the command line `npvit predict` takes folders)")
+        raise IsADirectoryError(f"{path} is a folder, not an image: pass the folder alone "
+                                "(model.predict('folder/') predicts each image file in it) or its files")
     Image = import_pillow()
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return pil_to_rgb(im, _bits_of(im))
     except Image.UnidentifiedImageError as exc:
         raise ValueError(f"{path} is not an image file Pillow can read "
                          "(expected JPEG, PNG, BMP, GIF, TIFF, WebP, ...)") from exc
-    except OSError as exc:  # truncated or corrupt data
+    except Image.DecompressionBombError as exc:  # not an OSError: caught by name
+        raise ValueError(f"{path}: refused as a decompression bomb ({exc}); raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS if you trust this file") from exc
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:  # truncated or corrupt data
         raise ValueError(f"{path}: could not decode the image ({exc})") from exc
+
+
+# Pillow modes whose values are not 8-bit: 16-bit grey (PNG, TIFF), 32-bit integers, 32-bit floats.
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _bits_of(im):
+    """16 if the file's decoder reads 16-bit samples (a 16-bit PNG opened as mode "I" by older
+    Pillows), else None; must be asked before the pixels are loaded."""
+    for tile in getattr(im, "tile", None) or ():
+        raw = tile[3] if not hasattr(tile, "args") else tile.args
+        raw = raw[0] if isinstance(raw, tuple) and raw else raw
+        if isinstance(raw, str) and "16" in raw:
+            return 16
+    return None
+
+
+def pil_to_rgb(im, bits=None):
+    """A PIL image as (H, W, 3): uint8 for 8-bit modes (``convert("RGB")``, as timm does), float32
+    in [0, 1] for 16-bit and float modes, which ``convert("RGB")`` would clip to 255 (white).
+
+    Scaling of the wide modes: "I;16*" and 16-bit sources by 65535; otherwise by the values' range,
+    as Pillow's own conversions leave them: [0, 1] as is (float pictures), else 0..255 (an 8-bit
+    picture widened), else 0..65535 (16-bit); anything else is refused.
+    """
+    if im.mode not in _WIDE_MODES:
+        return np.asarray(im.convert("RGB"))
+    a = np.asarray(im).astype(np.float64)                                     # (H, W)
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"a mode {im.mode} image of shape {a.shape}, expected (height, width) pixels")
+    if not np.isfinite(a).all():
+        raise ValueError(f"a mode {im.mode} image holding NaN or inf values")
+    lo, hi = float(a.min()), float(a.max())
+    if im.mode.startswith("I;16") or bits == 16:
+        scale = 65535.0
+    elif lo < 0 or hi > 65535:
+        raise ValueError(f"a mode {im.mode} image with values {lo:g}..{hi:g}: expected 0..1 (floats), "
+                         "0..255 or 0..65535; rescale it to floats in [0, 1]")
+    else:
+        scale = 1.0 if (im.mode == "F" and hi <= 1.0) else 255.0 if hi <= 255 else 65535.0
+    grey = (a / scale).astype(np.float32)
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))      # (H, W, 3)
 
 
 def _is_pil_image(obj):
