@@ -15,7 +15,8 @@ unchanged and proj adds W_proj b_v).  Only the q third of the bias is then added
 """
 from typing import Any, NamedTuple
 
-from ..ops.attention import attention_backward, attention_forward
+from ..ops.attention import (apply_probs, attention_backward, attention_forward, attention_probs,
+                             attention_probs_from_cache, attention_probs_grad)
 from ..ops.relpos import relative_position_index, relpos_bias_backward, relpos_bias_forward
 from ..ops.sublayer import norm_linear_backward, norm_linear_forward
 from ..ops.window import (WindowLayout, merge_windows_backward, merge_windows_forward, shift_mask,
@@ -45,6 +46,33 @@ class Attention:
             grads[b + "attn.qkv.bias"] = dbias
         return dh
 
+    def _watched(self, run):
+        """The pass's observer if it wants this attention's probabilities, else None."""
+        obs = run.observer
+        return obs if obs is not None and obs.wants_attention(self.prefix) else None
+
+    def _attend_fused(self, q, k, v, run, bias=None):
+        """The backend's attention kernel; for a watched attention the probabilities made
+        explicitly, shown to the observer, then applied."""
+        obs = self._watched(run)
+        if obs is None:
+            return run.backend.attention(q, k, v, self.num_heads, self.scale, bias)
+        p = attention_probs(q, k, self.num_heads, self.scale, run.backend.xp, bias)
+        obs.attention(self.prefix, p)
+        return apply_probs(p, v, run.backend.xp)
+
+    def _show_attention(self, attn, run):
+        """After an op-by-op attention: the observer sees its probabilities; returns the observer
+        to keep in the cache for the backward (or None)."""
+        obs = self._watched(run)
+        if obs is not None:
+            obs.attention(self.prefix, attention_probs_from_cache(attn))
+        return obs
+
+    def _show_attention_grad(self, da, attn, obs):
+        if obs is not None:
+            obs.attention_grad(self.prefix, attention_probs_from_cache(attn), attention_probs_grad(da, attn))
+
     def projection(self, p, run):
         """(weight, bias) of the output projection; in a fused pass the bias carries W_proj b_v."""
         b = self.prefix
@@ -63,8 +91,9 @@ class Attention:
 
 
 class GlobalAttentionCache(NamedTuple):
-    qkv: Any     # NormLinearCache: norm1 and the qkv projection
-    attn: Any    # AttentionCache
+    qkv: Any       # NormLinearCache: norm1 and the qkv projection
+    attn: Any      # AttentionCache
+    observer: Any  # shown the probabilities' gradient in the backward, or None
 
 
 class GlobalAttention(Attention):
@@ -75,7 +104,8 @@ class GlobalAttention(Attention):
         if not run.fused:
             qkv, qkv_cache = self._qkv(h, p, run)                                  # (B, N, 3D)
             a, attn = attention_forward(qkv, self.num_heads, self.scale, be, self.attn_drop, run.rng)
-            return a, (GlobalAttentionCache(qkv_cache, attn) if run.grad else None)
+            obs = self._show_attention(attn, run)
+            return a, (GlobalAttentionCache(qkv_cache, attn, obs) if run.grad else None)
         b = self.prefix
         weight = p[b + "attn.qkv.weight"]
         D = weight.shape[1]
@@ -91,17 +121,19 @@ class GlobalAttention(Attention):
             if q_bias is not None:
                 q += q_bias
             k, v = kv[..., :D], kv[..., D:]
-        return be.attention(q, k, v, self.num_heads, self.scale), None
+        return self._attend_fused(q, k, v, run), None
 
     def backward(self, da, cache, grads):
+        self._show_attention_grad(da, cache.attn, cache.observer)
         dqkv, _ = attention_backward(da, cache.attn)
         return self._qkv_backward(dqkv, cache.qkv, grads)
 
 
 class WindowAttentionCache(NamedTuple):
-    qkv: Any     # NormLinearCache
-    attn: Any    # AttentionCache (its score bias: relative position bias + shift mask)
-    relpos: Any  # RelPosCache
+    qkv: Any       # NormLinearCache
+    attn: Any      # AttentionCache (its score bias: relative position bias + shift mask)
+    relpos: Any    # RelPosCache
+    observer: Any  # shown the probabilities' gradient in the backward, or None
 
 
 class WindowAttention(Attention):
@@ -124,20 +156,23 @@ class WindowAttention(Attention):
         pad_value = None if run.fused else p.get(self.prefix + "attn.qkv.bias")
         windows = windows_forward(qkv.reshape(B, *L.grid, 3 * C), L, be, pad_value)  # (B, nW, n, 3C)
         bias, relpos = self._score_bias(p, run)
+        attn = obs = None
         if run.fused:
             q, k, v = windows[..., :C], windows[..., C:2 * C], windows[..., 2 * C:]
-            a, attn = be.attention(q, k, v, self.num_heads, self.scale, bias), None
+            a = self._attend_fused(q, k, v, run, bias)
         else:
             a, attn = attention_forward(windows, self.num_heads, self.scale, be, self.attn_drop, run.rng,
                                         bias=bias, bias_grad=True)                  # (B, nW, n, C)
+            obs = self._show_attention(attn, run)
         a = merge_windows_forward(a, L, be).reshape(B, N, C)
-        return a, (WindowAttentionCache(qkv_cache, attn, relpos) if run.grad else None)
+        return a, (WindowAttentionCache(qkv_cache, attn, relpos, obs) if run.grad else None)
 
     def backward(self, da, cache, grads):
         be, L = cache.relpos.backend, self.layout
         B, N, C = da.shape
-        dwindows, dbias = attention_backward(merge_windows_backward(da.reshape(B, *L.grid, C), L, be),
-                                             cache.attn)
+        da = merge_windows_backward(da.reshape(B, *L.grid, C), L, be)                # (B, nW, n, C)
+        self._show_attention_grad(da, cache.attn, cache.observer)
+        dwindows, dbias = attention_backward(da, cache.attn)
         dbias = dbias.sum(axis=0) if dbias.ndim == 4 else dbias                     # over the windows
         grads[self.prefix + "attn.relative_position_bias_table"] = relpos_bias_backward(dbias, cache.relpos)
         dqkv, dpad = windows_backward(dwindows, L, be, with_value=self.qkv_bias)

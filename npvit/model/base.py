@@ -135,15 +135,16 @@ class Model:
     def __call__(self, x, **kwargs):
         return self.forward(x, **kwargs)
 
-    def forward(self, x, train: bool = False, grad: bool = False, rng=None):
+    def forward(self, x, train: bool = False, grad: bool = False, rng=None, observer=None):
         """The model's output for images ``x`` (B, C, H, W).
 
         ``train=True`` turns dropout/drop path on, drawing masks from ``rng`` (an int seed or a
         generator of this backend; default: the model's own generator).  ``grad=True`` keeps what
-        ``backward`` needs.
+        ``backward`` needs.  ``observer`` (``npvit.model.observe.Observer``) is shown attention
+        probabilities and block outputs as they are made, and their gradients in the backward.
         """
         x = self._check_input(x)
-        run = self._pass(train, grad, rng)
+        run = self._pass(train, grad, rng, observer)
         out, cache = self._forward(x, run)
         self._cache = cache
         return out
@@ -166,20 +167,58 @@ class Model:
         dx, grads = self._backward(dout, cache, input_grad)
         return dx, {n: grads[n] for n in self.params}
 
-    def _pass(self, train, grad, rng=None) -> Pass:
+    def _pass(self, train, grad, rng=None, observer=None) -> Pass:
         """How a forward runs: the fused eval kernels when nothing is kept and nothing dropped."""
         self.backend.prepare_memory()
         rng = self._resolve_rng(rng) if train else None
         fused = self.fast_inference and not train and not grad
-        return Pass(self.backend, train=train, rng=rng, grad=grad, fused=fused, memo={})
+        return Pass(self.backend, train=train, rng=rng, grad=grad, fused=fused, memo={}, observer=observer)
 
-    def _map_images(self, features, x):
+    def _map_images(self, features, x, run):
         """``features(images)`` over the batch as the backend shares it out (on NumPy: each thread
         whole images), concatenated in order.  For fused eval passes only: dropout masks and
-        caches must not depend on how the batch was split."""
+        caches must not depend on how the batch was split.  An observed pass runs whole, so the
+        observer sees the batch in order."""
+        if run.observer is not None:
+            return features(x)
         parts = self.backend.map_batch(lambda lo, hi: features(x[lo:hi]), x.shape[0],
                                        self._tokens_per_image())
         return parts[0] if len(parts) == 1 else self.backend.xp.concatenate(parts)
+
+    # --- seeing inside ------------------------------------------------------------------------
+    def attention_maps(self, x, layers=None) -> list:
+        """Post-softmax attention probabilities of the selected blocks, in block order: one
+        (B, heads, N, N) array per ViT block (Hugging Face's ``output_attentions``), one
+        (B, windows, heads, n, n) array per Swin block.  ``layers``: None (every block), an index
+        or a list of indices (negative from the end) into all blocks, counted through the stages:
+        a ViT-B/16 at batch 32 holds 12 x 716 MB of maps for all blocks, so ask for the ones you need."""
+        from .observe import Recorder
+
+        prefixes = self._attention_prefixes()
+        chosen = [prefixes[i] for i in _take_indices(len(prefixes), [layers] if isinstance(layers, int) else layers)]
+        rec = Recorder(prefixes=chosen)
+        self.forward(x, observer=rec)
+        return [rec.probs[p] for p in chosen]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised head for ``num_classes`` classes (0: no head, ``forward``
+        returns pooled features), as timm's ``reset_classifier``; label names are dropped."""
+        if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        old = self.config.parameter_shapes()
+        self.config = self.config.replace(num_classes=int(num_classes), label_names=None)
+        new = self.config.parameter_shapes()
+        fresh = {n: s for n, s in new.items() if n not in old or tuple(old[n]) != tuple(s)}
+        params = {n: v for n, v in self.params.items() if n in new and n not in fresh}
+        params.update({n: self.backend.from_numpy(a, dtype=self.dtype)
+                       for n, a in init_params(fresh, 0, self.dtype, self.init_std)})
+        self.params = {n: params[n] for n in new}
+        self._cache = None
+        self._build()
+
+    def _attention_prefixes(self) -> list:
+        """The parameter prefix of every attention, in block order."""
+        raise NotImplementedError
 
     def _resolve_rng(self, rng):
         if rng is None:
@@ -193,6 +232,15 @@ class Model:
         if shape is not None and tuple(g.shape) != tuple(shape):
             raise ValueError(f"gradient has shape {tuple(g.shape)}, expected {tuple(shape)}")
         return g.astype(self.dtype, copy=False)
+
+    def _check_features(self, h, shape):
+        """Features handed to ``forward_head``: this backend's floats of ``shape`` (None: any)."""
+        h = self.backend.asarray(h)
+        if h.ndim != len(shape) or any(want is not None and got != want for got, want in zip(h.shape, shape)):
+            want = tuple("B" if s is None else s for s in shape)
+            raise ValueError(f"forward_head expects features of shape {want} (what forward_features "
+                             f"returns), got {tuple(h.shape)}")
+        return h.astype(self.dtype, copy=False)
 
     def _check_input(self, x):
         """Validate images (B, C, H, W); every failure says what was expected and how to fix it."""
@@ -244,6 +292,26 @@ class Model:
 
     def _tokens_per_image(self) -> int:
         raise NotImplementedError
+
+
+def _take_indices(n, indices):
+    """Absolute block indices as timm's ``feature_take_indices``: None -> all; an int -> the last
+    n; a sequence -> those indices, negative ones counted from the end."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
+        if not 0 < indices <= n:
+            raise ValueError(f"last-n indices ({indices}) must be between 1 and {n}")
+        return list(range(n - indices, n))
+    taken = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"indices must be integers, got {i!r}")
+        j = n + i if i < 0 else i
+        if not 0 <= j < n:
+            raise ValueError(f"index {i} is out of range for {n} blocks (0 to {n - 1}, or negative from the end)")
+        taken.append(int(j))
+    return taken
 
 
 def _host_array(value):

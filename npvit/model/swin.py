@@ -19,7 +19,7 @@ from ..ops.patch_embed import patch_embed_backward, patch_embed_forward
 from ..ops.patch_merge import patch_merge_backward, patch_merge_forward
 from ..ops.window import WindowLayout
 from .attention import WindowAttention
-from .base import Model
+from .base import Model, _take_indices
 from .block import TransformerBlock
 from .config import SwinConfig
 
@@ -74,19 +74,58 @@ class SwinTransformer(Model):
     def _tokens_per_image(self):
         return self.config.num_patches
 
+    def _attention_prefixes(self):
+        return [block.prefix for blocks in self.stages for block in blocks]
+
     # --- forward ---------------------------------------------------------------------------
     def forward_features(self, x):
         """The final-norm feature map (B, H, W, C) in eval mode, as timm's ``forward_features``."""
         x, run = self._check_input(x), self._pass(train=False, grad=False)
         if run.fused:
-            h = self._map_images(lambda images: self._features(images, run)[0], x)
+            h = self._map_images(lambda images: self._features(images, run)[0], x, run)
         else:
             h = self._features(x, run)[0]
         return h.reshape(h.shape[0], *self.config.stage_grid(self.config.num_stages - 1), -1)
 
+    def forward_intermediates(self, x, indices=None, norm=False, output_fmt="NCHW", intermediates_only=False):
+        """Stage outputs (the feature pyramid), as timm's ``forward_intermediates`` (eval mode):
+        ``indices`` None (every stage), an int n (the last n) or a list of stage indices; each
+        (B, C_i, H_i, W_i); ``norm`` applies the final LayerNorm to the last stage's only (the
+        norm is sized for it).  Returns ``(final-norm feature map (B, H, W, C), intermediates)``, or
+        the intermediates alone with ``intermediates_only``."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"a Swin Transformer's intermediates are NCHW maps (as timm's), got output_fmt={output_fmt!r}")
+        from .observe import Recorder
+
+        cfg = self.config
+        take = _take_indices(cfg.num_stages, indices)
+        rec = Recorder(indices=take)
+        x = self._check_input(x)
+        final, _ = self._features(x, self._pass(train=False, grad=False, observer=rec))
+        out = []
+        for i in take:
+            y = rec.outputs[i]
+            if norm and i == cfg.num_stages - 1:
+                y, _ = layernorm_forward(y, self.params["norm.weight"], self.params["norm.bias"], cfg.norm_eps,
+                                         self.backend, keep_grad=False)
+            out.append(self.backend.xp.ascontiguousarray(
+                y.reshape(y.shape[0], *cfg.stage_grid(i), -1).transpose(0, 3, 1, 2)))
+        final = final.reshape(final.shape[0], *cfg.stage_grid(cfg.num_stages - 1), -1)
+        return out if intermediates_only else (final, out)
+
+    def forward_head(self, features, pre_logits=False):
+        """The head on a final-norm feature map (B, H, W, C) (``forward_features``' output), as
+        timm's: the mean over H and W, then ``head.fc``; ``pre_logits=True`` returns the mean."""
+        cfg = self.config
+        h = self._check_features(features, (None, *cfg.stage_grid(cfg.num_stages - 1), cfg.num_features))
+        pooled = h.mean(axis=(1, 2))
+        if pre_logits or not cfg.num_classes:
+            return pooled
+        return linear_forward(pooled, self.params["head.fc.weight"], self.params["head.fc.bias"], self.backend)[0]
+
     def _forward(self, x, run):
         if run.fused:
-            h, caches = self._map_images(lambda images: self._features(images, run)[0], x), None
+            h, caches = self._map_images(lambda images: self._features(images, run)[0], x, run), None
         else:
             h, caches = self._features(x, run)
         out, head = self._head_forward(h, run)
@@ -116,6 +155,8 @@ class SwinTransformer(Model):
                 h, c = block.forward(h, p, run)
                 block_caches.append(c)
             stages.append((merge, block_caches))
+            if run.observer is not None:
+                run.observer.block_output(i, h)
         h, norm = layernorm_forward(h, p["norm.weight"], p["norm.bias"], cfg.norm_eps, be, keep_grad=run.grad)
         return h, (embed, patch_norm, stages, norm)
 

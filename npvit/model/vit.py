@@ -18,7 +18,7 @@ from ..ops.linear import linear_backward, linear_forward
 from ..ops.patch_embed import patch_embed_backward, patch_embed_forward
 from ..ops.tokens import tokens_backward, tokens_forward
 from .attention import GlobalAttention
-from .base import Model
+from .base import Model, _take_indices
 from .block import TransformerBlock
 from .config import ViTConfig
 
@@ -70,20 +70,77 @@ class VisionTransformer(Model):
     def _tokens_per_image(self):
         return self.config.num_patches + self.config.num_prefix_tokens
 
+    def _attention_prefixes(self):
+        return [block.prefix for block in self.blocks]
+
     # --- forward ---------------------------------------------------------------------------
     def forward_features(self, x):
         """Final-norm token features (B, N, D) in eval mode (no head, no pooling)."""
         x, run = self._check_input(x), self._pass(train=False, grad=False)
         if run.fused:
-            return self._map_images(lambda images: self._features(images, run)[0], x)
+            return self._map_images(lambda images: self._features(images, run)[0], x, run)
         return self._features(x, run)[0]
+
+    def forward_intermediates(self, x, indices=None, norm=False, output_fmt="NCHW", intermediates_only=False,
+                              return_prefix_tokens=False):
+        """Block outputs, as timm's ``forward_intermediates`` (eval mode).
+
+        ``indices``: None (every block), an int n (the last n blocks) or a list of block indices
+        (negative from the end).  ``norm``: apply the final LayerNorm to each.  The prefix tokens
+        (class, distillation) are split off: ``output_fmt="NCHW"`` gives (B, D, gh, gw) patch
+        maps, ``"NLC"`` (B, gh*gw, D) patch tokens; ``return_prefix_tokens`` pairs each with its
+        (B, prefix, D) tokens.  Returns ``(final-norm features (B, N, D), intermediates)``, or the
+        intermediates alone with ``intermediates_only``."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        from .observe import Recorder
+
+        cfg = self.config
+        take = _take_indices(cfg.depth, indices)
+        rec = Recorder(indices=take)
+        x = self._check_input(x)
+        final, _ = self._features(x, self._pass(train=False, grad=False, observer=rec))
+        P, (gh, gw) = cfg.num_prefix_tokens, cfg.grid_size
+        out = []
+        for i in take:
+            y = rec.outputs[i]
+            if norm:
+                y, _ = layernorm_forward(y, self.params["norm.weight"], self.params["norm.bias"], cfg.norm_eps,
+                                         self.backend, keep_grad=False)
+            spatial = y[:, P:]
+            if output_fmt == "NCHW":
+                spatial = self.backend.xp.ascontiguousarray(
+                    spatial.reshape(y.shape[0], gh, gw, -1).transpose(0, 3, 1, 2))
+            out.append((spatial, y[:, :P]) if return_prefix_tokens and P else spatial)
+        return out if intermediates_only else (final, out)
+
+    def forward_head(self, features, pre_logits=False):
+        """The head on final-norm token features (B, N, D) (``forward_features``' output), as
+        timm's: the class token (or, for ``gap`` models, the mean of all tokens), the
+        representation layer if any, then the classifier.  ``pre_logits=True`` returns the vector
+        the classifier reads.  A distilled model averages its two heads (or, with ``pre_logits``,
+        the class and distillation tokens)."""
+        cfg, p, be = self.config, self.params, self.backend
+        h = self._check_features(features, (None, self._tokens_per_image(), cfg.embed_dim))
+        if cfg.distilled:
+            if pre_logits:
+                return (h[:, 0] + h[:, 1]) / 2
+            return (linear_forward(h[:, 0], p["head.weight"], p["head.bias"], be)[0]
+                    + linear_forward(h[:, 1], p["head_dist.weight"], p["head_dist.bias"], be)[0]) / 2
+        pooled = h[:, 0] if cfg.classifier == "token" else h.mean(axis=1)
+        if cfg.representation_size:
+            pooled = tanh_forward(linear_forward(pooled, p["pre_logits.fc.weight"], p["pre_logits.fc.bias"], be)[0], be)[0]
+        if pre_logits or not cfg.num_classes:
+            return pooled
+        return linear_forward(pooled, p["head.weight"], p["head.bias"], be)[0]
 
     def _forward(self, x, run):
         if run.fused:
             # A token-pooling head reads only the prefix tokens (class, distillation): the last
-            # block then computes those rows alone (the head reads h[:, 0] and h[:, 1] either way).
-            prefix_only = self.config.classifier == "token"
-            h, caches = self._map_images(lambda images: self._features(images, run, prefix_only)[0], x), None
+            # block then computes those rows alone (the head reads h[:, 0] and h[:, 1] either way);
+            # not when an observer looks at every row.
+            prefix_only = self.config.classifier == "token" and run.observer is None
+            h, caches = self._map_images(lambda images: self._features(images, run, prefix_only)[0], x, run), None
         else:
             h, caches = self._features(x, run)
         out, head = self._head_forward(h, run)
@@ -101,6 +158,8 @@ class VisionTransformer(Model):
             last_prefix = prefix_only and i == len(self.blocks) - 1
             h, c = block.forward(h, p, run, queries=cfg.num_prefix_tokens if last_prefix else None)
             blocks.append(c)
+            if run.observer is not None:
+                run.observer.block_output(i, h)
         h, norm = layernorm_forward(h, p["norm.weight"], p["norm.bias"], cfg.norm_eps, be, keep_grad=run.grad)
         return h, (embed, tokens, pos_drop, blocks, norm)
 

@@ -189,3 +189,49 @@ def _sum_to_shape(a, shape):
     a = a.sum(axis=tuple(range(extra))) if extra else a
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
     return a.sum(axis=stretched, keepdims=True) if stretched else a
+
+
+# --- the probabilities themselves, for seeing inside (model/observe.py) ------------------------------
+def attention_probs(q, k, num_heads, scale, xp, bias=None):
+    """P (..., H, Nq, N) = softmax(scale q k^T + bias) per head, for q (..., Nq, D), k (..., N, D)
+    (views are fine); ``bias`` broadcastable to (..., H, Nq, N)."""
+    *lead, Nq, D = q.shape
+    heads = lambda a: xp.moveaxis(a.reshape(*a.shape[:-1], num_heads, D // num_heads), -2, -3)
+    s = xp.matmul(heads(q), xp.swapaxes(heads(k), -1, -2)) * scale              # (..., H, Nq, N)
+    if bias is not None:
+        s = s + bias
+    s -= xp.max(s, axis=-1, keepdims=True)
+    p = xp.exp(s, out=s)
+    p /= xp.sum(p, axis=-1, keepdims=True)
+    return p
+
+
+def attention_probs_from_cache(cache):
+    """P (..., H, N, N) of a forward, recomputed from its cache as the backward does."""
+    e = cache.q @ cache.backend.xp.swapaxes(cache.k, -1, -2)
+    if cache.bias is not None:
+        e += cache.bias.items[cache.bias.index]
+    e -= cache.row_max
+    cache.backend.xp.exp2(e, out=e)
+    e *= cache.inv_sum
+    return e.reshape(*cache.out.shape[:-2], cache.heads, *e.shape[-2:])
+
+
+def attention_probs_grad(dout, cache):
+    """dP (..., H, N, N): the gradient with respect to the probabilities (before attention
+    dropout) given ``dout``, the gradient of the attention's output (..., N, D)."""
+    xp, H = cache.backend.xp, cache.heads
+    G, N, Dh = cache.v.shape
+    dout = xp.moveaxis(dout.reshape(-1, N, H, Dh), 2, 1).reshape(G, N, Dh)
+    dp = dout @ xp.swapaxes(cache.v, -1, -2)
+    if cache.mask is not None:
+        dp *= cache.mask
+    return dp.reshape(*cache.out.shape[:-2], H, N, N)
+
+
+def apply_probs(p, v, xp):
+    """(..., H, Nq, N) probabilities times v (..., N, D) -> (..., Nq, D), heads merged."""
+    H = p.shape[-3]
+    vh = xp.moveaxis(v.reshape(*v.shape[:-1], H, v.shape[-1] // H), -2, -3)     # (..., H, N, Dh)
+    out = xp.moveaxis(p @ vh, -3, -2)                                            # (..., Nq, H, Dh)
+    return out.reshape(*out.shape[:-2], v.shape[-1])

@@ -23,13 +23,15 @@ class Pass(NamedTuple):
     """How one forward pass runs: on which backend, in training mode (``train``: dropout on, with
     masks drawn from ``rng``), keeping caches for a backward (``grad``), through the fused eval
     kernels (``fused``).  ``memo`` holds what a pass derives from the weights once (folded
-    biases), shared by its threads."""
+    biases), shared by its threads.  ``observer`` (model/observe.py) is shown what the pass
+    computes: attention probabilities, block outputs, and in the backward their gradients."""
     backend: Any
     train: bool = False
     rng: Any = None
     grad: bool = False
     fused: bool = False
     memo: Any = None
+    observer: Any = None
 
 
 class NormLinearCache(NamedTuple):
