@@ -98,6 +98,11 @@ def _run_distributed(args):
         comm = mpi_world(args.mpi_timeout)
     except ImportError as exc:
         raise RuntimeError(str(exc)) from None
+    if comm.size == 1:
+        print("npvit train: --distributed with a single rank (start it with `mpiexec -n K npvit train ...` "
+              "for K): training in this process alone", file=sys.stderr)
+        args.distributed = False
+        return run(args)
     try:
         with comm.together("loading the data and the model"):
             prepared = _prepare(args)
