@@ -118,11 +118,13 @@ def _bits_of(im):
 
 def pil_to_rgb(im, bits=None):
     """A PIL image as (H, W, 3): uint8 for 8-bit modes (``convert("RGB")``, as timm does), float32
-    in [0, 1] for 16-bit and float modes, which ``convert("RGB")`` would clip to 255 (white).
+    in [0, 1] for 16-bit and float pictures, which ``convert("RGB")`` would clip at 255 (white).
 
-    Scaling of the wide modes: "I;16*" and 16-bit sources by 65535; otherwise by the values' range,
-    as Pillow's own conversions leave them: [0, 1] as is (float pictures), else 0..255 (an 8-bit
-    picture widened), else 0..65535 (16-bit); anything else is refused.
+    Modes I;16, I and F hold numbers whose scale Pillow does not record.  ``bits=16`` (the file's
+    decoder read 16-bit samples: 16-bit PNG and TIFF) means 0..65535.  Otherwise the values say:
+    0..255 integers are Pillow's own 8-bit scale and give exactly what ``convert("RGB")`` gives;
+    floats in [0, 1] are taken as they are, floats up to 255 are divided by 255; values up to
+    65535 are 16-bit; anything else is refused.
     """
     if im.mode not in _WIDE_MODES:
         return np.asarray(im.convert("RGB"))
@@ -132,13 +134,15 @@ def pil_to_rgb(im, bits=None):
     if not np.isfinite(a).all():
         raise ValueError(f"a mode {im.mode} image holding NaN or inf values")
     lo, hi = float(a.min()), float(a.max())
-    if im.mode.startswith("I;16") or bits == 16:
-        scale = 65535.0
-    elif lo < 0 or hi > 65535:
+    if bits != 16 and (lo < 0 or hi > 65535):
         raise ValueError(f"a mode {im.mode} image with values {lo:g}..{hi:g}: expected 0..1 (floats), "
                          "0..255 or 0..65535; rescale it to floats in [0, 1]")
+    if bits != 16 and hi <= 255 and im.mode != "F":
+        return np.asarray(im.convert("RGB"))                                  # 8-bit values already
+    if bits == 16 or hi > 255:
+        scale = 65535.0
     else:
-        scale = 1.0 if (im.mode == "F" and hi <= 1.0) else 255.0 if hi <= 255 else 65535.0
+        scale = 1.0 if hi <= 1.0 else 255.0
     grey = (a / scale).astype(np.float32)
     return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))      # (H, W, 3)
 
