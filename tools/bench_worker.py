@@ -102,7 +102,7 @@ def kernel_family(npvit, backend):
 
 def build_npvit(spec):
     npvit = import_npvit(spec["npvit_root"])
-    model = npvit.create_model(spec["model"], backend=spec["backend"], seed=0)
+    model = npvit.create_model(spec["model"], backend=spec["backend"], seed=0, **spec.get("knobs", {}))
     if spec.get("weights"):
         with np.load(spec["weights"]) as f:
             model.load_state_dict({name: f[name] for name in f.files})
@@ -141,7 +141,7 @@ def build_torch(spec):
 
     torch.set_num_threads(spec["threads"])
     device = "cuda" if spec["backend"] == "cupy" else "cpu"
-    model = timm.create_model(spec["model"], pretrained=False)
+    model = timm.create_model(spec["model"], pretrained=False, **spec.get("knobs", {}))
     if spec.get("weights"):
         with np.load(spec["weights"]) as f:
             model.load_state_dict({name: torch.from_numpy(f[name]) for name in f.files})
