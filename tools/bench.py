@@ -319,8 +319,15 @@ def run_case(name, case, contestants, main, npvit_labels, prepared, args, log):
             log(f"  {label}: failed, left out:\n{short_error(err)}")
 
         # -- paired rounds
-        for worker in workers.values():  # a second untimed run (check was the first)
-            worker.call("time", pause=0, gemm=False)
+        for label in list(workers):  # a second untimed run (check was the first)
+            try:
+                workers[label].call("time", pause=0, gemm=False)
+            except WorkerError as err:
+                if label == main:
+                    raise
+                log(f"  {label}: failed, left out:\n{short_error(err)}")
+                failed[label] = err
+                workers.pop(label).close()
         labels = list(workers)
         times = {label: [] for label in labels}
         rates = {label: [] for label in labels}
@@ -421,6 +428,9 @@ def print_summary(results, main, npvit_labels, peers):
               + "".join(f"{'B/' + p:>16}" for p in peers) + f"{'A MiB':>8}{'B MiB':>8}")
         for res in results:
             rows = res["contestants"]
+            if a not in rows:
+                print(f"{res['case']:<16}{'-':>10}{rows[b]['ms']:>10.1f}  (A failed)")
+                continue
             same = res.get("b_vs_a", {})
             out = "identical" if same.get("identical") else "close" if same.get("agrees") else "DIFFERENT" if same else "?"
             line = (f"{res['case']:<16}{rows[a]['ms']:>10.1f}{rows[b]['ms']:>10.1f}{rows[a]['ratio']:>7.3f}"
@@ -622,8 +632,12 @@ def main(argv=None):
                 continue
             case_peers = [p for p in peers if case.kind == "forward" or p in TRAINING_PEERS]
             entrants = dict(contestants, **{p: {"contestant": p} for p in case_peers})
-            result = run_case(name, case, entrants, main_label, npvit_labels, prepared, args,
-                              log=lambda text: print(text, flush=True))
+            try:
+                result = run_case(name, case, entrants, main_label, npvit_labels, prepared, args,
+                                  log=lambda text: print(text, flush=True))
+            except WorkerError as err:
+                print(f"  {main_label} failed, case skipped:\n{short_error(err, 12)}", flush=True)
+                result = None
             if result:
                 results.append(result)
 
