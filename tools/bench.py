@@ -501,7 +501,10 @@ def extract_revision(rev, dest):
     read); or ``rev`` itself if it is a folder holding an npvit package.  Returns (root, label)."""
     if os.path.isdir(os.path.join(rev, "npvit")):
         return os.path.abspath(rev), os.path.abspath(rev)
-    sha = git("rev-parse", "--short", rev + "^{commit}")
+    try:
+        sha = git("rev-parse", "--short", rev + "^{commit}")
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"{rev!r} is neither a git revision nor a folder holding npvit/") from None
     os.makedirs(dest)
     proc = subprocess.Popen(["git", "-C", ROOT, "archive", "--format=tar", sha, "npvit"], stdout=subprocess.PIPE)
     with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
