@@ -21,7 +21,8 @@ def test_imagenet1k_names():
 
 
 @pytest.mark.parametrize("ours, theirs", [("imagenet1k", "imagenet-1k"),
-                                          ("imagenet21k", "imagenet-21k-goog")])
+                                          ("imagenet21k", "imagenet-21k-goog"),
+                                          ("imagenet22k", "imagenet-22k")])
 def test_names_equal_timms(ours, theirs):
     """Same names and synsets, in the same order, as timm's ImageNetInfo (the source)."""
     data = pytest.importorskip("timm.data")
@@ -34,6 +35,7 @@ def test_names_equal_timms(ours, theirs):
 def test_label_names_for_head_sizes():
     assert label_names_for(1000) == imagenet_names("imagenet1k")
     assert label_names_for(21843) == imagenet_names("imagenet21k")
+    assert label_names_for(21841) == imagenet_names("imagenet22k")
     assert label_names_for(3) == ("0", "1", "2")
     cfg = ViTConfig(num_classes=2, depth=1, label_names=("cat", "dog"))
     assert label_names_for(2, cfg) == ("cat", "dog")
