@@ -43,7 +43,7 @@ def test_label_names_for_head_sizes():
     with pytest.raises(ValueError, match="3 label names for a 2-class head"):
         label_names_for(2, ViTConfig(num_classes=3, depth=1, label_names=("a", "b", "c")))
     with pytest.raises(ValueError, match="unknown label set"):
-        imagenet_names("imagenet22k")
+        imagenet_names("imagenet33k")
 
 
 def test_label_files_are_package_data():
