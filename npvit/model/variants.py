@@ -1,5 +1,8 @@
 """Named variants, by timm's names: one table of configs, and the model class each config builds."""
+from typing import Any
+
 from .config import SwinConfig, ViTConfig
+from .timm_names import split_tag, tag_preprocess, tag_settings, translate_kwargs
 
 _TI = dict(embed_dim=192, depth=12, num_heads=3)
 _S = dict(embed_dim=384, depth=12, num_heads=6)
@@ -67,10 +70,23 @@ def model_class(config):
     raise TypeError(f"no model is built from a {type(config).__name__}")
 
 
-def create_model(name="vit_base_patch16_224", dtype="float32", backend="numpy", seed=0, **overrides):
+def create_model(name: str = "vit_base_patch16_224", dtype: str = "float32", backend: str = "numpy",
+                 seed: int = 0, **overrides: Any) -> "Model":
     """Build a named variant with its initialisation, reproducible from ``seed``.
 
-    ``overrides`` are any fields of the variant's config (``num_classes=10``, ``img_size=384``, ...).
+    ``name`` is a name from ``list_models()``, optionally with one of timm's pretrained tags
+    (``"vit_base_patch16_224.augreg2_in21k_ft_in1k"``): the tag sets the class count and
+    ``model.preprocess`` to that checkpoint's recipe (the weights come from ``npvit.load``).
+    ``overrides`` are fields of the variant's config (``num_classes=10``, ``img_size=384``, ...),
+    under npvit's names or timm's (``in_chans``, ``global_pool``, ``class_token``,
+    ``drop_path_rate``, ...; see ``npvit.model.timm_names``); giving both spellings of one setting
+    is an error.  ``dtype`` is "float32" or "float64", ``backend`` "numpy" or "cupy".
     """
-    cfg = variant_config(name, **overrides)
-    return model_class(cfg)(cfg, dtype=dtype, backend=backend, seed=seed)
+    base, tag = split_tag(name, VARIANTS)
+    settings = tag_settings(tag) if tag else {}
+    settings.update(translate_kwargs(overrides, swin=isinstance(VARIANTS[base], SwinConfig)))
+    cfg = variant_config(base, **settings)
+    model = model_class(cfg)(cfg, dtype=dtype, backend=backend, seed=seed)
+    if tag:
+        model.preprocess = tag_preprocess(tag, cfg.img_size)
+    return model
