@@ -180,13 +180,13 @@ def _json_type(v):
 
 
 # --- dataclass configs stored as JSON ---------------------------------------------------------------
-def _matches(hint, v):
+def _matches(hint, v, name=""):
     """True if the JSON value ``v`` has the type ``hint`` (a dataclass field's annotation)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is type(None):
         return v is None
     if origin is typing.Union:
-        return any(_matches(a, v) for a in args)
+        return any(_matches(a, v, name) for a in args)
     if hint is bool:
         return type(v) is bool
     if hint is int:
@@ -201,8 +201,9 @@ def _matches(hint, v):
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_matches(args[0], x) for x in v)
         return len(v) == len(args) and all(_matches(a, x) for a, x in zip(args, v))
-    if hint is tuple:    # label names: a list of strings
-        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if hint is tuple:    # label names: strings; per-stage settings (Swin's depths, heads): integers
+        item = str if name == "label_names" else int
+        return isinstance(v, list) and all(type(x) is item for x in v)
     return True          # a kind of field this check does not know: the constructor validates it
 
 
@@ -214,7 +215,7 @@ def _typed_dataclass(cls, d, where):
     if unknown:
         raise CheckpointError(f"{where}: unknown setting(s) {unknown}")
     for k, v in d.items():
-        if not _matches(hints[k], v):
+        if not _matches(hints[k], v, k):
             raise CheckpointError(f"{where}: {k} is {_show(v)}, which is not a valid {k}")
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
