@@ -618,9 +618,8 @@ def main(argv=None):
                   + (f", OpenBLAS kernels: {info['kernel']}" if info["kernel"] else "")
                   + (f" (forced by {forced})" if forced and info["kernel"] else "")
                   + f"; GEMM rate now {info['rate'] / 1e9:.0f} GFLOP/s; import npvit {info['import_s'] * 1e3:.0f} ms")
-        v = header["versions"]
-        print("peers: " + (", ".join(f"{p} ({_peer_version(p, v)})" for p in peers) or "none")
-              + "".join(f"; {p} missing ({why})" for p, why in missing.items()))
+        print("libraries: " + ", ".join(f"{d} {v}" for d, v in header["versions"].items() if v))
+        print("peers: " + (", ".join(peers) or "none") + "".join(f"; {p} missing ({why})" for p, why in missing.items()))
         if not have_timm:
             print("timm is not importable: npvit builds from its own seeded init and outputs are not checked against timm")
 
@@ -665,14 +664,6 @@ def main(argv=None):
                        "peers": peers, "missing": missing, "rounds": args.rounds, "pause": args.pause,
                        "results": results, "load_s": loads}, f, indent=1, default=_jsonable)
         print(f"wrote {args.json}")
-
-
-def _peer_version(peer, v):
-    if peer == "torch":
-        return f"torch {v['torch']}, timm {v['timm']}"
-    if peer == "ort":
-        return f"onnxruntime {v['onnxruntime']}"
-    return f"openvino {v['openvino']}"
 
 
 def _jsonable(x):
