@@ -7,7 +7,8 @@
     python tools/bench.py --backend cupy      # on a GPU (torch on cuda; the CPU engines sit out)
 
 Contestants (--peers, default every one that imports; with --ab, none unless asked):
-  npvit          the working tree (with --ab REV: npvit at REV as "A" and the working tree as "B")
+  npvit          the working tree, or --npvit REV (with --ab REV: npvit at REV as "A" beside it as "B";
+                 a revision is taken with git archive, and a folder holding npvit/ also works)
   torch          timm, eager, torch.set_num_threads(threads); the only training peer
   ort            ONNX Runtime, CPUExecutionProvider, intra_op threads, inter_op 1, ORT_ENABLE_ALL
   ov-latency     OpenVINO, PERFORMANCE_HINT LATENCY, INFERENCE_NUM_THREADS threads, f32, static batch
@@ -23,7 +24,9 @@ contestant runs in a persistent process of its own (tools/bench_worker.py: two v
 cannot share one process, and thread pools stay apart); after two untimed runs, each round calls every
 contestant once, the order rotated by one each round, with a short pause before each call so spinning
 BLAS/OpenMP workers go idle.  Ratios are taken within a round (npvit time / peer time, or B / A) and
-the median over rounds is reported, with the range.
+the median over rounds is reported, with the range.  Each timed call also records how much CPU other
+processes used meanwhile (/proc/stat less the worker's own CPU time); the report gives the median, and
+--max-load CORES reruns (up to 3x --rounds in all) the rounds where any call saw more.
 
 The matmul floor is the case's GEMM FLOPs (counted by torch's FlopCounterMode on timm's model with
 attention written as two products, backward included for training) over NumPy's float32 GEMM rate,

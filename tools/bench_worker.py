@@ -83,7 +83,7 @@ def _cupy_sync(xp):
     return lambda: xp.cuda.get_current_stream().synchronize()
 
 
-def kernel_family(npvit, backend):
+def kernel_family(backend):
     """OpenBLAS's kernel family ("Haswell", "SkylakeX", ...) as npvit.backends.openblas reports it."""
     blas = getattr(backend, "blas", None)
     if blas is None:
@@ -96,9 +96,10 @@ def kernel_family(npvit, backend):
     return getattr(blas, "corename", None)
 
 
-# --- the contestants: each returns (step, outputs) -------------------------------------------------
+# --- the contestants: each returns (step, outputs, facts) ------------------------------------------
 # step() runs one forward (or training step) to completion; outputs() runs one and returns what the
-# parent compares: {"logits": array} and, for training, "loss" and "grads" {state-dict name: array}.
+# parent compares: {"logits": array} and, for training, "loss" and "grads" {state-dict name: array};
+# facts is a dict for the report (versions; for npvit also "rate", its GEMM-rate probe).
 
 def build_npvit(spec):
     npvit = import_npvit(spec["npvit_root"])
@@ -285,7 +286,7 @@ def info(npvit_root, backend):
     be = npvit.get_backend(backend)
     sync = _cupy_sync(be.xp) if backend == "cupy" else (lambda: None)
     return {"version": npvit.__version__, "models": list(npvit.list_models()), "numpy": np.__version__,
-            "kernel": kernel_family(npvit, be), "rate": gemm_rate(be.xp, sync, reps=5)}
+            "kernel": kernel_family(be), "rate": gemm_rate(be.xp, sync, reps=5)}
 
 
 def load_times(npvit_root, reps=3):
