@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .labels import label_names_for
+from .model.base import Model
 from .preprocess.config import PRESETS, PreprocessConfig, preset
 from .preprocess.images import IMAGE_SUFFIXES, is_batch, list_image_files, to_rgb
 from .preprocess.transform import transform_one
@@ -24,7 +25,7 @@ from .preprocess.transform import transform_one
 Prediction = List[Tuple[str, float]]
 
 
-def predict(model: "VisionTransformer", images: Any, topk: int = 5, labels: Optional[Sequence[str]] = None,
+def predict(model: Model, images: Any, topk: int = 5, labels: Optional[Sequence[str]] = None,
             batch_size: int = 32, preprocess: Union[PreprocessConfig, str, None] = None,
             ) -> Union[Prediction, List[Prediction], Dict[str, Prediction]]:
     """Top-``topk`` ``(label, probability)`` pairs per image, most probable first.

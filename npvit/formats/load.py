@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import warnings
+from typing import Any, Optional, Union
 
 from ..model.config import ViTConfig
 from ..model.init import init_params
@@ -36,15 +37,23 @@ class CheckpointWarning(UserWarning):
     """Something in the file was dropped or replaced while loading."""
 
 
-def load(path, *, dtype=None, backend="numpy", posemb_interpolation=None, preprocess=None,
-         **overrides):
+def load(path: Union[str, os.PathLike], *, dtype: Optional[str] = None, backend: str = "numpy",
+         posemb_interpolation: Optional[str] = None, preprocess: Union[PreprocessConfig, str, None] = None,
+         **overrides: Any) -> VisionTransformer:
     """Load a ViT checkpoint of any supported format (detected from its content).
 
+    ``path``: a checkpoint file, a Hugging Face / timm model folder, or an embedded model's name
+    (``EMBEDDED``).  ``dtype``: "float32" or "float64" (default: what an npvit file was saved in,
+    else float32); ``backend``: "numpy" or "cupy".
     ``overrides`` are ViTConfig settings (``img_size``, ``num_heads``, ``gelu``, ``num_classes``,
     ``norm_eps``, ...).  ``posemb_interpolation`` is one of "bicubic" (timm), "bilinear" (timm's
     npz path) or "linear_corners" (official code); the default follows the file's origin.
     ``preprocess`` is a PreprocessConfig or a preset name ("official", "timm", "deit", "hf",
     "torchvision", "seed"); the default follows the file's origin.
+
+    Raises ``CheckpointError`` (a ValueError) for any file that is not a readable, consistent
+    checkpoint, saying what was found; ``FileNotFoundError`` for a missing path; ``TypeError`` for
+    an unknown setting.  Dropped or replaced parts are reported as ``CheckpointWarning``.
     """
     unknown = sorted(set(overrides) - _CONFIG_FIELDS)
     if unknown:

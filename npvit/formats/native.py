@@ -9,10 +9,13 @@ writes a temporary file beside the target and renames it, so a crash never leave
 Arrays are stored as they are, so loading gives back the same bits.
 """
 import json
+import os
+from typing import Union
 
 import numpy as np
 
 from ..model.schema import parameter_shapes
+from ..model.vit import VisionTransformer
 from .atomic import atomic_write
 from .checkpoint import Checkpoint
 from .errors import CheckpointError
@@ -26,8 +29,12 @@ def is_native(arrays):
     return META_KEY in arrays
 
 
-def save(model, path):
-    """Write ``model`` (weights, config, preprocessing) to ``path`` atomically; returns ``path``."""
+def save(model: VisionTransformer, path: Union[str, os.PathLike]) -> Union[str, os.PathLike]:
+    """Write ``model`` (weights, config, preprocessing) to ``path`` atomically; returns ``path``.
+
+    ``path`` must be a new name, a regular file (replaced) or a link to one; a directory, device,
+    FIFO or socket is refused with ``NotARegularFileError`` and left untouched (``atomic.py``).
+    """
     host = model.backend.to_numpy
     arrays = {name: np.ascontiguousarray(host(model.params[name]))
               for name in parameter_shapes(model.config)}

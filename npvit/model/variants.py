@@ -1,6 +1,7 @@
 """Named variants, by timm's names: one table of configs, and the model class each config builds."""
 from typing import Any
 
+from .base import Model
 from .config import SwinConfig, ViTConfig
 from .timm_names import split_tag, tag_preprocess, tag_settings, translate_kwargs
 
@@ -71,7 +72,7 @@ def model_class(config):
 
 
 def create_model(name: str = "vit_base_patch16_224", dtype: str = "float32", backend: str = "numpy",
-                 seed: int = 0, **overrides: Any) -> "Model":
+                 seed: int = 0, **overrides: Any) -> Model:
     """Build a named variant with its initialisation, reproducible from ``seed``.
 
     ``name`` is a name from ``list_models()``, optionally with one of timm's pretrained tags
