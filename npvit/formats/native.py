@@ -43,7 +43,7 @@ def save(model: VisionTransformer, path: Union[str, os.PathLike]) -> Union[str, 
             "config": model.config.to_dict(),
             "preprocess": pre.to_dict() if pre is not None else None}
     arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # no allow_pickle=: NumPy 1.x stores it as an array
     return path
 
 

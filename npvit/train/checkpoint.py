@@ -39,7 +39,7 @@ def save_checkpoint(path, model, optimizer, meta, scaler=None):
             arrays[f"master/{name}"] = value
         meta["scaler"] = sd
     arrays[META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # no allow_pickle=: NumPy 1.x stores it as an array
     return path
 
 

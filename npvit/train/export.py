@@ -31,5 +31,5 @@ def export_model(model, path, storage="float32"):
     meta = {"format": "npvit", "version": VERSION, "dtype": "float32" if storage == "float16" else storage,
             "config": model.config.to_dict(), "preprocess": pre.to_dict() if pre is not None else None}
     arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    atomic_write(path, lambda f: np.savez_compressed(f, allow_pickle=False, **arrays))
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))  # no allow_pickle=: see native.save
     return path
