@@ -106,6 +106,19 @@ def test_ranks_train_like_one_process(size):
     assert not np.allclose(one.params["head.weight"], tiny("float64").params["head.weight"])  # it trained
 
 
+def test_ranks_with_loss_scaling_train_like_one_process():
+    """The scale is applied on each rank and the summed gradient unscaled once (float64 here: in
+    float32 the two orders of addition already part by 5e-5 after these 8 AdamW steps)."""
+    data = toy_data(24)
+    cfg = TrainConfig(epochs=2, batch_size=6, lr=3e-3, loss_scaling=True, master_dtype="float64")
+    one = tiny("float64")
+    train(one, data, None, cfg, progress=False)
+    models = [tiny("float64") for _ in range(2)]
+    results = run_ranks(2, lambda r, comm: train(models[r], data, None, cfg, progress=False, comm=comm))
+    assert not any(isinstance(h, BaseException) for h in results), results
+    assert_same_weights(one, models[0])
+
+
 def test_different_seeds_differ_by_far_more_than_the_tolerance():
     """Negative control for the comparisons above: a real difference fails them."""
     data = toy_data(24)
@@ -238,3 +251,14 @@ def test_resume_with_another_number_of_ranks(tmp_path):
     assert results[0] is not None and not isinstance(results[0], BaseException), results
     for m in models:
         assert_same_weights(one, m)
+
+
+def test_importing_npvit_and_its_training_loop_pulls_in_neither_engine():
+    import subprocess
+    import sys
+
+    code = ("import sys, npvit, npvit.train, npvit.distributed, npvit.cli.train, npvit.cli.predict; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mpi4py', 'dask', 'distributed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
