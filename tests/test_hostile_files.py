@@ -440,7 +440,7 @@ def _rewrite_npvit_meta(src, dst, edit):
     (lambda meta: meta["config"].update(label_names=[1, 2, 3]), r"config: label_names is \[1, 2, 3\]"),
     (lambda meta: meta["preprocess"].update(mean=[0.5, 0.5]), r"preprocess: mean is \[0\.5, 0\.5\]"),
     (lambda meta: meta.update(version="1"), r"version is \"1\" \(a string\), expected an integer"),
-    (lambda meta: "[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+    (lambda meta: "[" * 100_000 + "]" * 100_000, "JSON nested more than 32 levels deep"),
     (lambda meta: '{"format": "npvit", "format": "npvit"}', "key 'format' appears twice"),
     (lambda meta: json.dumps(meta).replace('"norm_eps": 1e-06', '"norm_eps": NaN'), "NaN is not JSON"),
 ])
@@ -493,12 +493,13 @@ def _hf_folder(tmp_path, config_edit=None, processor_edit=None):
     (lambda c: c.update(image_size=[8]), None, r"image_size is \[8\] \(a list\)"),
     (lambda c: c.update(id2label={"0": 1, "1": 2, "2": 3}), None, "id2label must map class indices to names"),
     (lambda c: c.update(hidden_act=["gelu"]), None, r"hidden_act is \[\"gelu\"\] \(a list\), expected a string"),
-    (lambda c: "[" * 50_000 + "]" * 50_000, None, "JSON nested too deeply"),
+    (lambda c: "[" * 50_000 + "]" * 50_000, None, "JSON nested more than 32 levels deep"),
     (None, lambda p: p.update(image_mean="0.5"), r"image_mean is \"0\.5\" \(a string\), expected a list of 3"),
     (None, lambda p: p.update(size=8), r"size is 8 \(an integer\), expected an object"),
     (None, lambda p: p["size"].update(height=True), r"size: height is true \(a boolean\)"),
     (None, lambda p: p.update(resample="bicubic"), r"resample is \"bicubic\" \(a string\)"),
-    (None, lambda p: '{"size": ' * 5000 + "1" + "}" * 5000, "JSON nested too deeply"),
+    (None, lambda p: '{"size": ' * 5000 + "1" + "}" * 5000, "JSON nested more than 32 levels deep"),
+    (None, lambda p: '{"size": ' * 40 + "1" + "}" * 40, "JSON nested more than 32 levels deep"),  # parses anywhere
 ])
 def test_hf_configs_with_wrong_types(tmp_path, config_edit, processor_edit, match):
     assert npvit.load(_hf_folder(tmp_path)).config.num_heads == 2  # control

@@ -18,6 +18,7 @@ import typing
 from .errors import CheckpointError
 
 MAX_JSON_BYTES = 16 << 20     # config.json and friends; a 21k-label config is ~1 MB
+MAX_DEPTH = 32                # real configs nest 3 or 4 deep
 
 
 def parse_json(text, where, max_entries=None):
@@ -45,12 +46,27 @@ def parse_json(text, where, max_entries=None):
     except CheckpointError:
         raise
     except RecursionError:  # the C parser stops at Python's recursion limit, before any harm
-        raise CheckpointError(f"{where}: JSON nested too deeply to be a checkpoint's") from None
+        raise CheckpointError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep: not a "
+                              "checkpoint's") from None
     except ValueError as exc:
         raise CheckpointError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{where}: expected a JSON object, got a {type(obj).__name__}")
+    if _depth(obj) > MAX_DEPTH:  # Python's own limit differs by version (3.13 parses 5,000 levels)
+        raise CheckpointError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep: not a checkpoint's")
     return obj
+
+
+def _depth(obj):
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        deepest = max(deepest, d)
+        if d <= MAX_DEPTH:
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o)
+                         if isinstance(v, (dict, list)))
+    return deepest
 
 
 def _no_constant(name):
