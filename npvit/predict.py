@@ -84,12 +84,13 @@ def softmax64(logits):
 
 
 def resolve_preprocess(model, choice=None):
-    """The PreprocessConfig predict uses: ``choice``, else the model's, else timm's at img_size."""
+    """The PreprocessConfig predict uses: ``choice``, else the model's, else the recipe timm gives
+    the architecture (``model.default_preprocess``) at img_size."""
     img_size = tuple(model.config.img_size)
     if choice is None:
         choice = getattr(model, "preprocess", None)
         if choice is None:
-            return preset("timm", img_size)
+            return preset(getattr(model, "default_preprocess", "timm"), img_size)
     if isinstance(choice, str):
         if choice not in PRESETS:
             raise ValueError(f"unknown preprocessing preset {choice!r}; known: {', '.join(PRESETS)}")

@@ -72,8 +72,5 @@ def run(args):
         notes = save_timm(model, args.dst)
     for n in notes:
         print(f"note: the model {n}")
-    c = model.config
-    print(f"wrote {args.dst} ({to}): embed_dim={c.embed_dim} depth={c.depth} heads={c.num_heads} "
-          f"img_size={tuple(c.img_size)} patch={tuple(c.patch_size)} classes={c.num_classes} "
-          f"gelu={c.gelu} ({model.num_params():,} parameters)")
+    print(f"wrote {args.dst} ({to}): {model!r}")
     return 0

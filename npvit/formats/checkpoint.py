@@ -8,10 +8,14 @@
                           overrides win
     Checkpoint.img_size   the image size the file records, if any (else the loader assumes a
                           square grid from the position embedding)
-    Checkpoint.preprocess PreprocessConfig the file records, else ``preprocess_preset`` names one
+    Checkpoint.arch       'vit' or 'swin': which model the arrays are for
+    Checkpoint.preprocess PreprocessConfig the file records, else ``preprocess_default`` (an
+                          origin's own recipe), else ``preprocess_preset`` names one
     Checkpoint.resample   how the origin resamples position embeddings
     Checkpoint.dtype      the dtype the file asks for (npvit files), else None (float32)
     Checkpoint.notes      things worth telling the user (dropped arrays, ...)
+    Checkpoint.buffers    constant arrays the file carries beside its weights (Swin's original
+                          relative_position_index / attn_mask), checked against the model, then dropped
 
 ``Arrays`` lets a reader take arrays by name with shape checks and then list what it did not use,
 so an unknown part of a checkpoint is reported instead of silently ignored.
@@ -30,10 +34,13 @@ class Checkpoint:
     defaults: dict = field(default_factory=dict)
     img_size: Optional[tuple] = None
     preprocess: object = None
+    preprocess_default: object = None
     preprocess_preset: str = "timm"
     resample: str = "bicubic"
     dtype: Optional[str] = None
     notes: list = field(default_factory=list)
+    arch: str = "vit"
+    buffers: dict = field(default_factory=dict)
 
 
 class Arrays:

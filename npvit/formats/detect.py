@@ -7,6 +7,7 @@ Containers by first bytes (``containers.sniff``), then layouts by the names insi
     conv_proj.weight / class_token                 torchvision
     vit.embeddings.* / embeddings.patch_embeddings HF transformers ViT
     *patch_embed.proj.weight                       timm / the seed / DeiT
+    *relative_position_bias_table                  a Swin Transformer (timm, original, HF): swin.py
 """
 import os
 
@@ -17,6 +18,7 @@ from .folder import kind_of_config, processor_json, read_folder
 from .hf import is_hf, read_hf
 from .native import is_native, read_native
 from .official import find_prefix, read_flax
+from .swin import is_swin, read_swin
 from .timm_layout import is_timm, read_timm
 from .torchvision_layout import is_torchvision, read_torchvision
 
@@ -39,6 +41,11 @@ def from_arrays(arrays, source, metadata=None):
     if is_torchvision(arrays):
         return read_torchvision(arrays, source)
     sibling = _sibling_config(source)
+    if is_swin(arrays):
+        kind = kind_of_config(sibling)
+        return read_swin(arrays, source, metadata, hf_config=sibling if kind == "hf" else None,
+                         processor=processor_json(os.path.dirname(source)) if kind == "hf" else None,
+                         hub_config=sibling if kind == "timm" else None)
     if is_hf(arrays):
         config = sibling if kind_of_config(sibling) == "hf" else None
         proc = processor_json(os.path.dirname(source)) if config else None

@@ -4,7 +4,7 @@
                    "npvit.preprocess": JSON} so npvit reads the heads/GELU/eps back
     .pth/.pt/.bin  torch.save of torch tensors (needs torch), written atomically
 
-The names are timm's ``VisionTransformer`` names.  timm has no ``pre_logits`` layer any more (the
+The names are timm's ``VisionTransformer`` / ``SwinTransformer`` names.  timm has no ``pre_logits`` layer any more (the
 seed's vit_model.py does), and timm's model uses exact GELU and eps 1e-6: ``notes`` says when the
 checkpoint differs, so a timm model can be built to match (e.g. ``act_layer=GELUTanh``).
 """
@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ..model.config import SwinConfig
 from ..model.schema import parameter_shapes
 from .atomic import atomic_write
 from .safetensors import write_safetensors
@@ -29,6 +30,17 @@ def timm_state(model):
 
 def timm_notes(model):
     cfg, notes = model.config, []
+    if isinstance(cfg, SwinConfig):
+        if cfg.window_rule != "timm":
+            notes.append("lays out windows as Hugging Face / the original code do (window_rule='hf'): "
+                         "timm computes the same only where every stage's grid is a multiple of the window")
+        if cfg.ape:
+            notes.append("has an absolute position embedding, which timm's SwinTransformer lacks")
+        if cfg.gelu != "exact":
+            notes.append("uses tanh-GELU: build the timm model with act_layer=timm.layers.GELUTanh")
+        if cfg.norm_eps != 1e-5:
+            notes.append(f"uses LayerNorm eps={cfg.norm_eps:g}: timm's Swin uses 1e-5")
+        return notes
     if cfg.representation_size:
         notes.append("has a representation layer (pre_logits.fc + tanh): timm's VisionTransformer "
                      "no longer has one (the seed's vit_model.py does)")

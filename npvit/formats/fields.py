@@ -246,6 +246,13 @@ def vit_config(d, where):
     return _typed_dataclass(ViTConfig, d, where)
 
 
+def swin_config(d, where):
+    """A SwinConfig from ``SwinConfig.to_dict()`` output read back from a file."""
+    from ..model.config import SwinConfig
+
+    return _typed_dataclass(SwinConfig, d, where)
+
+
 def preprocess_config(d, where):
     """A PreprocessConfig from ``PreprocessConfig.to_dict()`` output read back from a file."""
     from ..preprocess.config import PreprocessConfig

@@ -2,6 +2,7 @@
 
     config.json with "architecture"          timm hub   -> timm layout + pretrained_cfg
     config.json with model_type "vit"        Hugging Face ViT -> hf layout (+ preprocessor_config.json)
+    config.json with model_type "swin"       Hugging Face Swin -> swin.py (likewise)
     weights: model.safetensors | model.safetensors.index.json (shards) | pytorch_model.bin | *.pth
 """
 import os
@@ -10,6 +11,7 @@ from .containers import read_file
 from .errors import CheckpointError
 from .fields import Fields, read_json
 from .hf import read_hf
+from .swin import is_swin, read_swin
 from .timm_layout import read_timm
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
@@ -66,11 +68,11 @@ def kind_of_config(config):
     f = Fields(config, "config.json")
     archs = config.get("architectures")
     archs = archs if isinstance(archs, list) else []
-    if f.str("model_type") == "vit" or any(str(a).startswith("ViT") for a in archs):
+    if f.str("model_type") in ("vit", "swin") or any(str(a).startswith(("ViT", "Swin")) for a in archs):
         return "hf"
     if "model_type" in config:
         raise CheckpointError(f"config.json says model_type={config['model_type']!r}; npvit reads "
-                              "Hugging Face ViT (model_type 'vit') and timm ViT folders")
+                              "Hugging Face ViT and Swin (model_type 'vit', 'swin') and timm folders")
     return None
 
 
@@ -79,6 +81,10 @@ def read_folder(folder, from_arrays):
     config = read_json(config_path) if os.path.exists(config_path) else None
     kind = kind_of_config(config)
     arrays, metadata, wfile = read_weights(folder)
+    if is_swin(arrays):
+        return read_swin(arrays, wfile, metadata, hf_config=config if kind == "hf" else None,
+                         processor=processor_json(folder) if kind == "hf" else None,
+                         hub_config=config if kind == "timm" else None)
     if kind == "timm":
         return read_timm(arrays, wfile, metadata, hub_config=config)
     if kind == "hf":

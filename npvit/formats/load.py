@@ -1,4 +1,4 @@
-"""``npvit.load(path, **overrides)``: any supported checkpoint -> a ready VisionTransformer.
+"""``npvit.load(path, **overrides)``: any supported checkpoint -> a ready VisionTransformer or SwinTransformer.
 
     path -> detect.read_checkpoint -> Checkpoint (timm-named arrays + what the file says)
          -> config = shapes (infer.py) + file facts + origin defaults, then the user's overrides
@@ -19,12 +19,14 @@ from typing import Any, Optional, Union
 from ..model.config import ViTConfig
 from ..model.init import init_params
 from ..model.schema import parameter_shapes
-from ..model.vit import VisionTransformer
+from ..model.base import Model
+from ..model.variants import model_class
 from ..preprocess.config import PRESETS, PreprocessConfig, preset
 from .detect import read_checkpoint
 from .errors import CheckpointError
 from .infer import STRUCTURAL, infer_structure, square_grid
 from .resample import METHODS, resample_pos_embed
+from .swin import build_swin
 
 # Models shipped inside the package: name -> path relative to the ``npvit`` package folder
 # (e.g. "digits": "data/digits_vit.npz"); ``npvit.load(name)`` finds them when no such file exists.
@@ -39,14 +41,16 @@ class CheckpointWarning(UserWarning):
 
 def load(path: Union[str, os.PathLike], *, dtype: Optional[str] = None, backend: str = "numpy",
          posemb_interpolation: Optional[str] = None, preprocess: Union[PreprocessConfig, str, None] = None,
-         **overrides: Any) -> VisionTransformer:
-    """Load a ViT checkpoint of any supported format (detected from its content).
+         **overrides: Any) -> Model:
+    """Load a ViT or Swin Transformer checkpoint of any supported format (detected from its content).
 
     ``path``: a checkpoint file, a Hugging Face / timm model folder, or an embedded model's name
     (``EMBEDDED``).  ``dtype``: "float32" or "float64" (default: what an npvit file was saved in,
     else float32); ``backend``: "numpy" or "cupy".
     ``overrides`` are ViTConfig settings (``img_size``, ``num_heads``, ``gelu``, ``num_classes``,
-    ``norm_eps``, ...).  ``posemb_interpolation`` is one of "bicubic" (timm), "bilinear" (timm's
+    ``norm_eps``, ...), or for a Swin checkpoint SwinConfig settings (``img_size``, ``window_size``
+    -- its relative position tables are resampled as timm does --, ``num_classes``, ...).
+    ``posemb_interpolation`` is one of "bicubic" (timm), "bilinear" (timm's
     npz path) or "linear_corners" (official code); the default follows the file's origin.
     ``preprocess`` is a PreprocessConfig or a preset name ("official", "timm", "deit", "hf",
     "torchvision", "seed"); the default follows the file's origin.
@@ -55,16 +59,23 @@ def load(path: Union[str, os.PathLike], *, dtype: Optional[str] = None, backend:
     checkpoint, saying what was found; ``FileNotFoundError`` for a missing path; ``TypeError`` for
     an unknown setting.  Dropped or replaced parts are reported as ``CheckpointWarning``.
     """
-    unknown = sorted(set(overrides) - _CONFIG_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown model setting(s) {unknown}; known: {sorted(_CONFIG_FIELDS)}")
     if posemb_interpolation is not None and posemb_interpolation not in METHODS:
         raise ValueError(f"posemb_interpolation must be one of {METHODS}, got {posemb_interpolation!r}")
     source = resolve_path(path)
     ckpt = read_checkpoint(source)
     for note in ckpt.notes:
         warnings.warn(f"{source}: {note}", CheckpointWarning, stacklevel=2)
-    cfg, state, img_size_changed = _build(ckpt, overrides, posemb_interpolation, str(source))
+    if ckpt.arch == "swin":
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            cfg, state, img_size_changed = build_swin(ckpt, overrides, str(source))
+        for w in said:
+            warnings.warn(str(w.message), CheckpointWarning, stacklevel=2)
+    else:
+        unknown = sorted(set(overrides) - _CONFIG_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown model setting(s) {unknown}; known: {sorted(_CONFIG_FIELDS)}")
+        cfg, state, img_size_changed = _build(ckpt, overrides, posemb_interpolation, str(source))
     model = _model_from_state(cfg, state, dtype or ckpt.dtype or "float32", backend)
     model.preprocess = _preprocess(ckpt, cfg, preprocess, img_size_changed)
     return model
@@ -182,9 +193,9 @@ def _fresh_head(state, cfg, file_cfg, source):
 
 
 def _model_from_state(cfg, state, dtype, backend):
-    """A VisionTransformer holding ``state``; a mismatch with ``cfg`` is a checkpoint error."""
+    """The model ``cfg`` describes, holding ``state``; a mismatch with ``cfg`` is a checkpoint error."""
     try:
-        return VisionTransformer.from_state_dict(cfg, state, dtype=dtype, backend=backend)
+        return model_class(cfg).from_state_dict(cfg, state, dtype=dtype, backend=backend)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"the weights do not fit together: {exc}") from None
 
@@ -201,6 +212,8 @@ def _preprocess(ckpt, cfg, choice, img_size_changed):
     if ckpt.preprocess is not None:
         pre = ckpt.preprocess
         return pre.replace(input_size=tuple(cfg.img_size)) if img_size_changed else pre
+    if ckpt.preprocess_default is not None:
+        return ckpt.preprocess_default.replace(input_size=tuple(cfg.img_size))
     return preset(ckpt.preprocess_preset, cfg.img_size)
 
 

@@ -2,7 +2,8 @@
 
     <timm parameter name>   one array per parameter, in the model's dtype (float32 or float64)
     __npvit__               uint8 array: UTF-8 JSON {"format": "npvit", "version": 1,
-                            "dtype": ..., "config": ViTConfig.to_dict(), "preprocess": {...} | null}
+                            "dtype": ..., "arch": "vit" | "swin", "config": the config's to_dict(),
+                            "preprocess": {...} | null}         (no "arch": a ViT, as files before Swin)
 
 No pickle anywhere (the JSON is bytes in a uint8 array, read with ``allow_pickle=False``).  Saving
 writes a temporary file beside the target and renames it, so a crash never leaves half a file.
@@ -15,11 +16,11 @@ from typing import Union
 import numpy as np
 
 from ..model.schema import parameter_shapes
-from ..model.vit import VisionTransformer
+from ..model.config import SwinConfig
 from .atomic import atomic_write
 from .checkpoint import Checkpoint
 from .errors import CheckpointError
-from .fields import Fields, parse_json, preprocess_config, vit_config
+from .fields import Fields, parse_json, preprocess_config, swin_config, vit_config
 
 META_KEY = "__npvit__"
 VERSION = 1
@@ -29,7 +30,7 @@ def is_native(arrays):
     return META_KEY in arrays
 
 
-def save(model: VisionTransformer, path: Union[str, os.PathLike]) -> Union[str, os.PathLike]:
+def save(model: "npvit.model.base.Model", path: Union[str, os.PathLike]) -> Union[str, os.PathLike]:
     """Write ``model`` (weights, config, preprocessing) to ``path`` atomically; returns ``path``.
 
     ``path`` must be a new name, a regular file (replaced) or a link to one; a directory, device,
@@ -40,7 +41,7 @@ def save(model: VisionTransformer, path: Union[str, os.PathLike]) -> Union[str, 
               for name in parameter_shapes(model.config)}
     pre = getattr(model, "preprocess", None)
     meta = {"format": "npvit", "version": VERSION, "dtype": model.dtype,
-            "config": model.config.to_dict(),
+            "arch": "swin" if isinstance(model.config, SwinConfig) else "vit", "config": model.config.to_dict(),
             "preprocess": pre.to_dict() if pre is not None else None}
     arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))  # no allow_pickle=: NumPy 1.x stores it as an array
@@ -67,7 +68,8 @@ def _description(raw, source):
     try:
         if "config" not in meta:
             raise CheckpointError("it has no config")
-        config = vit_config(meta.d["config"], "config")
+        arch = meta.str("arch", default="vit", choices=("vit", "swin"))
+        config = (swin_config if arch == "swin" else vit_config)(meta.d["config"], "config")
         pre = meta.d.get("preprocess")
         preprocess = preprocess_config(pre, "preprocess") if pre is not None else None
         dtype = meta.str("dtype", default="float32", choices=("float32", "float64"))
@@ -100,6 +102,13 @@ def read_native(arrays, source):
     if extra:
         raise CheckpointError(f"{source}: arrays {extra[:5]} are not parameters of the stored config")
     ckpt = Checkpoint(state=arrays, origin="npvit", preprocess=preprocess, resample="bicubic")
+    ckpt.dtype = dtype
+    if isinstance(config, SwinConfig):
+        from .swin import apply_config
+
+        ckpt.arch = "swin"
+        apply_config(ckpt, config)
+        return ckpt
     fixed = ("num_heads", "qk_scale")
     ckpt.known.update({k: getattr(config, k) for k in fixed})
     ckpt.defaults.update({k: v for k, v in config.to_dict().items()
@@ -107,5 +116,4 @@ def read_native(arrays, source):
     if config.label_names is not None:
         ckpt.defaults["label_names"] = config.label_names
     ckpt.img_size = tuple(config.img_size)
-    ckpt.dtype = dtype
     return ckpt

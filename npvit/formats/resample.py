@@ -97,3 +97,51 @@ def _bicubic_antialias(n_in, n_out):
         ws = np.array([_cubic((j - center + 0.5) * inv) for j in range(lo, hi)])
         m[o, lo:hi] = ws / ws.sum()
     return m
+
+
+def resize_relpos_table(table, old_window, new_window):
+    """A Swin relative position table ((2wh-1)(2ww-1), H) for another window, as timm's
+    ``resize_rel_pos_bias_table`` does when a checkpoint's window differs from the model's (its
+    default, scipy-free path): the old table's offsets are spread over the new range along a
+    geometric progression (denser near 0, as BEiT's recipe) and the new offsets are interpolated
+    linearly between them, separably along the two axes."""
+    table = np.asarray(table)
+    (oh, ow), (nh, nw) = ((2 * w[0] - 1, 2 * w[1] - 1) for w in (old_window, new_window))
+    T, heads = table.shape
+    if T != oh * ow:
+        raise ValueError(f"relative position table has {T} rows, expected {oh}x{ow} for window {tuple(old_window)}")
+    if (oh, ow) == (nh, nw):
+        return table
+    grid = table.reshape(oh, ow, heads).astype(np.float64)
+    out = np.einsum("Yy,yxh->Yxh", _geometric_linear(oh, nh), grid)
+    out = np.einsum("Xx,Yxh->YXh", _geometric_linear(ow, nw), out)
+    return out.reshape(nh * nw, heads).astype(table.dtype)
+
+
+def _geometric_linear(n_in, n_out):
+    """(n_out, n_in) weights: linear interpolation of offsets -n_out//2 .. n_out//2 on timm's
+    geometric placement of the n_in source offsets (bucketed as timm's RegularGridInterpolator)."""
+    left, right = 1.01, 1.5                    # the ratio q whose progression reaches n_out // 2
+    while right - left > 1e-6:
+        q = (left + right) / 2.0
+        if (1.0 - q ** (n_in // 2)) / (1.0 - q) > n_out // 2:
+            right = q
+        else:
+            left = q
+    steps, cur = [], 1.0
+    for i in range(n_in // 2):
+        steps.append(cur)
+        cur += q ** (i + 1)
+    src = np.array([-s for s in reversed(steps)] + [0.0] + steps)
+    half = n_out // 2
+    dst = np.arange(-half, half + 0.1, 1.0)
+    hi = np.minimum(np.searchsorted(src, dst, side="left"), n_in - 1)
+    lo = np.clip(hi - 1, 0, n_in - 1)
+    d_lo, d_hi = np.maximum(dst - src[lo], 0.0), np.maximum(src[hi] - dst, 0.0)
+    both = (d_lo == 0) & (d_hi == 0)
+    d_lo[both] = d_hi[both] = 1.0
+    w = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(w, (rows, lo), d_hi / (d_lo + d_hi))
+    np.add.at(w, (rows, hi), d_lo / (d_lo + d_hi))
+    return w

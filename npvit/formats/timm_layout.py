@@ -99,16 +99,21 @@ def _apply_hub_config(ckpt, config, source):
             names = None
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         ckpt.defaults["label_names"] = tuple(names)
-    pc = cfg.dict("pretrained_cfg")
+    ckpt.preprocess = hub_preprocess(config, source, ckpt.notes)
+
+
+def hub_preprocess(config, source, notes):
+    """A timm hub config.json's pretrained_cfg as a PreprocessConfig (ViT and Swin folders alike)."""
+    pc = Fields(config, os.path.join(os.path.dirname(source), "config.json")).dict("pretrained_cfg")
     size = pc.d.get("input_size", [3, 224, 224])
     if not (isinstance(size, list) and len(size) == 3 and all(type(v) is int and v > 0 for v in size)):
         raise CheckpointError(f"{pc.where}: input_size is {size!r}, expected [channels, height, width]")
     interpolation = pc.str("interpolation", "bicubic")
     if interpolation not in ("bicubic", "bilinear"):
-        ckpt.notes.append(f"pretrained_cfg interpolation {interpolation!r} is not implemented; using bicubic")
+        notes.append(f"pretrained_cfg interpolation {interpolation!r} is not implemented; using bicubic")
         interpolation = "bicubic"
     try:
-        ckpt.preprocess = PreprocessConfig(
+        return PreprocessConfig(
             input_size=tuple(size[-2:]), interpolation=interpolation,
             crop_pct=pc.number("crop_pct", 0.9), crop_mode=pc.str("crop_mode", "center"),
             mean=pc.numbers("mean", 3, (0.5, 0.5, 0.5)), std=pc.numbers("std", 3, (0.5, 0.5, 0.5)))

@@ -26,6 +26,7 @@ class Model:
 
     config_class = None
     init_std = 0.02  # std of linear weights at initialisation (model/init.py)
+    default_preprocess = "timm"  # the preprocessing preset timm's configs give the architecture
 
     def __init__(self, config=None, dtype: str = "float32", backend="numpy", seed: int = 0, **overrides):
         cfg = config if config is not None else self.config_class()
@@ -296,7 +297,8 @@ class Model:
 
 def _take_indices(n, indices):
     """Absolute block indices as timm's ``feature_take_indices``: None -> all; an int -> the last
-    n; a sequence -> those indices, negative ones counted from the end."""
+    n; a sequence -> those indices, negative ones counted from the end.  Sorted, each once: timm
+    collects the outputs as the blocks run, so ``indices=[-1, 0]`` gives block 0 then the last."""
     if indices is None:
         return list(range(n))
     if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
@@ -311,7 +313,7 @@ def _take_indices(n, indices):
         if not 0 <= j < n:
             raise ValueError(f"index {i} is out of range for {n} blocks (0 to {n - 1}, or negative from the end)")
         taken.append(int(j))
-    return taken
+    return sorted(set(taken))
 
 
 def _host_array(value):

@@ -151,8 +151,8 @@ class SwinConfig:
     in_c: int = 3
     num_classes: int = 1000
     embed_dim: int = 96
-    depths: tuple = (2, 2, 6, 2)
-    num_heads: tuple = (3, 6, 12, 24)
+    depths: Tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: Tuple[int, ...] = (3, 6, 12, 24)
     window_size: int = 7
     mlp_ratio: float = 4.0
     qkv_bias: bool = True

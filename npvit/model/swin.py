@@ -48,6 +48,7 @@ class SwinTransformer(Model):
 
     config_class = SwinConfig
     init_std = 0.02  # timm's
+    default_preprocess = "deit"  # timm's Swin cfgs: bicubic, crop 0.9 (1.0 above 224), ImageNet mean/std
     _repr_fields = ("img_size", "patch_size", "embed_dim", "depths", "num_heads", "window_size")
     _config_hint = "depths, embed_dim, window_size, num_classes, ..."
     _resize_hint = "(its relative position tables stay as they are)"
