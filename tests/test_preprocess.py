@@ -27,6 +27,10 @@ DATA = Path(__file__).parent / "data"
 PHOTOS = ("chelsea", "coffee")
 EXACT = 1e-6  # see the module docstring
 PIL_METHOD = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+# npvit reproduces Pillow 13's pass order (see resize.py); Pillow 12, the newest on Python 3.10,
+# always resizes horizontally first and differs by a level on some pixels.
+PILLOW_13 = pytest.mark.skipif(int(Image.__version__.split(".")[0]) < 13,
+                               reason=f"bit-exactness is with Pillow 13's pass order; this is Pillow {Image.__version__}")
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,7 @@ def pil_resize(a, size, method):
 
 
 # --- resize vs Pillow ------------------------------------------------------------------------
+@PILLOW_13
 @settings(max_examples=60, deadline=None)
 @given(h=st.integers(1, 90), w=st.integers(1, 90), oh=st.integers(1, 90), ow=st.integers(1, 90),
        channels=st.sampled_from([1, 3]), method=st.sampled_from(["bicubic", "bilinear"]),
@@ -51,6 +56,7 @@ def test_resize_uint8_equals_pillow(h, w, oh, ow, channels, method, seed):
     np.testing.assert_array_equal(got.reshape(ref.shape), ref)
 
 
+@PILLOW_13
 @pytest.mark.parametrize("method", ["bicubic", "bilinear"])
 def test_resize_photos_equal_pillow(photos, method):
     # Sizes a predict run meets (224, short side 248/256, 384 upscale) and lopsided ones that take
@@ -63,6 +69,7 @@ def test_resize_photos_equal_pillow(photos, method):
                                           err_msg=f"{name} {size} {method}")
 
 
+@PILLOW_13
 def test_resize_pass_order_matters():
     """Negative control: running the passes in the other order changes pixels, so the tests above
     would catch a wrong order. Pillow 13 goes vertical first when the height loses > 2x the width."""
