@@ -84,6 +84,8 @@ def test_an_unreadable_image_is_reported_for_its_path_and_the_rest_go_on(client,
     assert isinstance(got[1], ValueError) and str(bad) in str(got[1])
     assert isinstance(got[3], OSError) and str(missing) in str(got[3])
     assert_same([got[0], got[2]], digits.predict([paths[0], paths[2]], topk=2))
+    with pytest.raises(ValueError, match="broken.png"):  # a single image: raised, as predict does
+        dask_predict(client, "digits", str(bad))
 
 
 def test_a_model_the_workers_cannot_load_stops_the_job(client, tmp_path):

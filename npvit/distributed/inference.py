@@ -83,6 +83,7 @@ def dask_predict(client, model, images, topk=5, batch_size=32, *, labels=None, p
     opened on the workers.  ``images``: one image or a list of them -- paths (read on the workers)
     or arrays.  ``labels`` / ``preprocess`` as in ``npvit.predict``; ``dtype`` / ``backend`` as in
     ``npvit.load``.  ``progress(n)`` is called with the image count of each finished batch.
+    In a list, an image that cannot be read has its exception in its place; a single image's is raised.
     """
     results = [None] * _count(images)
     for start, batch in iter_batches(client, model, images, topk, batch_size, labels=labels,
@@ -90,7 +91,11 @@ def dask_predict(client, model, images, topk=5, batch_size=32, *, labels=None, p
         results[start:start + len(batch)] = batch
         if progress is not None:
             progress(len(batch))
-    return results if is_batch(images) else results[0]
+    if is_batch(images):
+        return results
+    if isinstance(results[0], Exception):  # one image, as npvit.predict: its error is raised
+        raise results[0]
+    return results[0]
 
 
 def iter_batches(client, model, images, topk=5, batch_size=32, *, labels=None, preprocess=None,
