@@ -37,10 +37,17 @@ OPTIONS = {  # flag -> (TrainConfig field, type, help)
     "--invert": ("invert", float, "probability of inverting an image (x -> 1 - x)"),
     "--seed": ("seed", int, "seed of every random draw (order, augmentation, dropout)"),
 }
-MODEL_OPTIONS = {
-    "--img-size": ("img_size", int), "--patch-size": ("patch_size", int), "--embed-dim": ("embed_dim", int),
-    "--depth": ("depth", int), "--num-heads": ("num_heads", int), "--mlp-ratio": ("mlp_ratio", float),
-    "--drop-path": ("drop_path_ratio", float), "--dropout": ("drop_ratio", float),
+MODEL_OPTIONS = {  # flag -> (type, nargs, {architecture: config field})
+    "--img-size": (int, None, {"vit": "img_size", "swin": "img_size"}),
+    "--patch-size": (int, None, {"vit": "patch_size", "swin": "patch_size"}),
+    "--embed-dim": (int, None, {"vit": "embed_dim", "swin": "embed_dim"}),
+    "--depth": (int, None, {"vit": "depth"}),
+    "--depths": (int, "+", {"swin": "depths"}),
+    "--num-heads": (int, "+", {"vit": "num_heads", "swin": "num_heads"}),
+    "--window-size": (int, None, {"swin": "window_size"}),
+    "--mlp-ratio": (float, None, {"vit": "mlp_ratio", "swin": "mlp_ratio"}),
+    "--drop-path": (float, None, {"vit": "drop_path_ratio", "swin": "drop_path_rate"}),
+    "--dropout": (float, None, {"vit": "drop_ratio", "swin": "proj_drop_rate"}),
 }
 
 
@@ -59,8 +66,9 @@ def add_parser(subparsers):
     p.add_argument("--val-split", type=float, default=0.2, help="held-out fraction of an image folder without val/")
     for flag, (_, typ, text) in OPTIONS.items():
         p.add_argument(flag, type=typ, help=text)
-    for flag, (_, typ) in MODEL_OPTIONS.items():
-        p.add_argument(flag, type=typ, help=f"model {flag[2:].replace('-', ' ')}")
+    for flag, (typ, nargs, fields) in MODEL_OPTIONS.items():
+        only = "" if len(fields) == 2 else f" ({' and '.join(fields)} only)"
+        p.add_argument(flag, type=typ, nargs=nargs, help=f"model {flag[2:].replace('-', ' ')}{only}")
     p.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
     p.add_argument("--no-augment", action="store_true", help="no random crops or flips")
     p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random crop area fraction")
@@ -193,30 +201,58 @@ def _datasets(args, recipe):
     return split(ImageFolderDataset(root), args.val_split, seed=0)
 
 
+def _model_options(args):
+    """{flag: value} of the model options given on the command line."""
+    values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in MODEL_OPTIONS}
+    return {flag: v for flag, v in values.items() if v is not None}
+
+
+def _overrides(args, arch):
+    """The model options as config settings of architecture ``arch`` ("vit" or "swin")."""
+    out = {}
+    for flag, value in _model_options(args).items():
+        fields = MODEL_OPTIONS[flag][2]
+        if arch not in fields:
+            other = ", ".join(f for f, (_, _, names) in MODEL_OPTIONS.items() if arch in names)
+            raise ValueError(f"{flag} is not a setting of a {arch.upper()} model (its options: {other})")
+        many = MODEL_OPTIONS[flag][1] == "+"
+        if many and arch == "vit":  # a ViT has one head count
+            if len(value) != 1:
+                raise ValueError(f"{flag} takes one value for a ViT, got {len(value)}")
+            value = value[0]
+        out[fields[arch]] = tuple(value) if many and arch == "swin" else value
+    return out
+
+
 def _model(args, recipe, train_ds):
     from .. import create_model
     from ..model import ViTConfig, VisionTransformer
     from ..train import new_head
 
-    overrides = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in MODEL_OPTIONS.items()}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
     K, names = train_ds.num_classes, train_ds.label_names
     if args.finetune:
         from ..formats import load
+        from ..formats.detect import read_checkpoint
+        from ..formats.load import resolve_path
 
-        model = load(args.finetune, dtype=args.dtype, backend=args.backend, **overrides)
-        drop_pre_logits = model.config.representation_size and not args.keep_pre_logits
+        arch = read_checkpoint(resolve_path(args.finetune)).arch if _model_options(args) else "vit"
+        model = load(args.finetune, dtype=args.dtype, backend=args.backend, **_overrides(args, arch))
+        drop_pre_logits = getattr(model.config, "representation_size", None) and not args.keep_pre_logits
         if model.config.num_classes != K or drop_pre_logits:
             model = new_head(model, K, names, keep_pre_logits=args.keep_pre_logits)
         elif model.config.label_names != names:
             model.config = model.config.replace(label_names=names)
         return model
     if args.model:
+        from ..model.config import SwinConfig
+        from ..model.variants import VARIANTS, split_tag
+
+        arch = "swin" if isinstance(VARIANTS[split_tag(args.model, VARIANTS)[0]], SwinConfig) else "vit"
         model = create_model(args.model, dtype=args.dtype, backend=args.backend, num_classes=K,
-                             label_names=names, **overrides)
+                             label_names=names, **_overrides(args, arch))
     elif recipe is not None:
-        model = VisionTransformer(ViTConfig(**recipe.model).replace(**overrides), dtype=args.dtype,
-                                  backend=args.backend)
+        model = VisionTransformer(ViTConfig(**recipe.model).replace(**_overrides(args, "vit")),
+                                  dtype=args.dtype, backend=args.backend)
     else:
         raise ValueError("choose a model: --model NAME (e.g. --model vit_tiny_patch16_224 --img-size 64) "
                          "or --finetune CHECKPOINT")

@@ -5,20 +5,24 @@ A group is a dict ``{"name", "names", "weight_decay", "lr_scale"}``; an optimize
 
 Weight decay (timm's ``param_groups_weight_decay`` rule): by default a parameter is exempt when it
 is 1-D (biases, LayerNorm weights) or matches a ``no_decay`` pattern (``DEFAULT_NO_DECAY``: biases,
-norms, class/distillation tokens, position embedding).  Patterns are shell globs on the full
+norms, class/distillation tokens, position embeddings, Swin's relative position tables).  Patterns are shell globs on the full
 state-dict name (``fnmatch``).  ``no_decay=()`` decays everything, 1-D parameters included.
 
 Layer-wise learning-rate decay (BEiT; timm's ``param_groups_layer_decay``): with ``depth`` blocks
-there are ``depth + 2`` layers -- 0 the stem (tokens, position embedding, patch embedding),
-``i + 1`` for ``blocks.i``, ``depth`` again for the final norm (timm groups it with the last
-block), ``depth + 1`` for everything after (pre_logits, heads).  Layer ``l`` gets
-``lr_scale = layer_decay ** (depth + 1 - l)``, so the head learns at the full rate.
+there are ``depth + 2`` layers -- 0 the stem (tokens, position embeddings, patch embedding),
+``i + 1`` for the i-th block (ViT's ``blocks.i``; Swin's blocks counted through the stages, each
+stage's patch merging with the stage's first block), ``depth`` again for the final norm (timm
+groups it with the last block), ``depth + 1`` for everything after (pre_logits, heads).  Layer
+``l`` gets ``lr_scale = layer_decay ** (depth + 1 - l)``, so the head learns at the full rate.
 """
 import fnmatch
 import re
 
-DEFAULT_NO_DECAY = ("*.bias", "*norm*", "cls_token", "dist_token", "pos_embed")
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+DEFAULT_NO_DECAY = ("*.bias", "*norm*", "cls_token", "dist_token", "pos_embed", "absolute_pos_embed",
+                    "*relative_position_bias_table")
+_STEM = ("cls_token", "dist_token", "pos_embed", "absolute_pos_embed")
+_BLOCK = re.compile(r"^(blocks\.\d+|layers\.\d+\.blocks\.\d+)\.")           # ViT's, Swin's
+_MERGE = re.compile(r"^layers\.(\d+)\.downsample\.")
 
 
 def matches(name, patterns):
@@ -50,22 +54,32 @@ def select_trainable(names, trainable=None):
     return chosen
 
 
-def layer_id(name, depth):
-    """The layer index of a parameter for layer-wise lr decay (see module docstring)."""
-    if name in ("cls_token", "dist_token", "pos_embed") or name.startswith("patch_embed."):
+def block_order(names):
+    """{block prefix: its index through the whole network} (``blocks.3``, ``layers.1.blocks.0``),
+    in the order the names list the blocks."""
+    order = {}
+    for name in names:
+        m = _BLOCK.match(name)
+        if m and m.group(1) not in order:
+            order[m.group(1)] = len(order)
+    return order
+
+
+def layer_id(name, order):
+    """The layer index of a parameter for layer-wise lr decay (see module docstring); ``order``
+    from ``block_order``."""
+    depth = len(order)
+    if name in _STEM or name.startswith("patch_embed."):
         return 0
     m = _BLOCK.match(name)
     if m:
-        return int(m.group(1)) + 1
+        return order[m.group(1)] + 1
+    m = _MERGE.match(name)
+    if m:
+        return order[f"layers.{m.group(1)}.blocks.0"] + 1
     if name.startswith("norm."):
         return depth
     return depth + 1
-
-
-def infer_depth(names):
-    """Number of transformer blocks, from parameter names (``blocks.i.*``)."""
-    ids = [int(m.group(1)) for m in map(_BLOCK.match, names) if m]
-    return max(ids) + 1 if ids else 0
 
 
 def param_groups(shapes, weight_decay=0.0, no_decay=None, layer_decay=None, trainable=None):
@@ -81,7 +95,8 @@ def param_groups(shapes, weight_decay=0.0, no_decay=None, layer_decay=None, trai
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    depth = infer_depth(shapes)
+    order = block_order(shapes)
+    depth = len(order)
     groups = {}
     for name in names:
         if no_decay is None:
@@ -92,7 +107,7 @@ def param_groups(shapes, weight_decay=0.0, no_decay=None, layer_decay=None, trai
         if layer_decay is None:
             key, scale = ("no_decay" if exempt else "decay"), 1.0
         else:
-            lid = layer_id(name, depth)
+            lid = layer_id(name, order)
             key = f"layer_{lid}_{'no_decay' if exempt else 'decay'}"
             scale = float(layer_decay) ** (depth + 1 - lid)
         group = groups.setdefault(key, {"name": key, "names": [], "weight_decay": decay,

@@ -8,9 +8,8 @@
     trainable_names(model, ...)  the names an optimizer should update: all, or only the head and
                                  pre_logits (the seed's ``--freeze-layers``), or chosen prefixes.
 
-Works on any VisionTransformer: one from ``npvit.load(path)``, ``npvit.create_model``, or training.
+Works on any model (ViT, Swin): one from ``npvit.load(path)``, ``npvit.create_model``, or training.
 """
-from ..model.vit import VisionTransformer
 from ..optim.groups import select_trainable
 
 HEAD_LAYERS = ("head", "head_dist", "pre_logits")
@@ -21,10 +20,10 @@ def new_head(model, num_classes, label_names=None, keep_pre_logits=False, seed=0
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     cfg = model.config
-    rep = cfg.representation_size if keep_pre_logits else None
-    new_cfg = cfg.replace(num_classes=int(num_classes), representation_size=rep,
-                          label_names=tuple(label_names) if label_names is not None else None)
-    fresh = VisionTransformer(new_cfg, dtype=model.dtype, backend=model.backend, seed=seed)
+    changes = dict(num_classes=int(num_classes), label_names=tuple(label_names) if label_names is not None else None)
+    if hasattr(cfg, "representation_size"):  # a ViT's
+        changes["representation_size"] = cfg.representation_size if keep_pre_logits else None
+    fresh = type(model)(cfg.replace(**changes), dtype=model.dtype, backend=model.backend, seed=seed)
     kept = {n: p for n, p in model.params.items()
             if n in fresh.params and not n.startswith(("head.", "head_dist."))
             and tuple(p.shape) == tuple(fresh.params[n].shape)}
