@@ -176,19 +176,21 @@ def read_member(path, z, info, spec):
     """The array of an .npy member whose ``spec`` (from ``npy_spec``) passed the checks."""
     shape, dtype, order, header_bytes = spec
     where = f"{path}: array {info.filename[:-4]!r}"
-    count = math.prod(shape)
-    flat = np.empty(count, dtype)
+    flat = np.empty(math.prod(shape), dtype)
     buf = memoryview(flat.view(np.uint8)) if flat.size else memoryview(bytearray())
     try:
-        with z.open(info) as f:
-            f.read(header_bytes)
-            got = 0
-            while got < len(buf):
-                n = f.readinto(buf[got:])
-                if not n:
-                    break
-                got += n
-            extra = f.read(1)   # reaching the end makes zipfile check the CRC
+        if info.compress_type == zipfile.ZIP_STORED:
+            got, extra = _read_stored(path, info, header_bytes, buf)
+        else:
+            with z.open(info) as f:
+                f.read(header_bytes)
+                got = 0
+                while got < len(buf):
+                    n = f.readinto(buf[got:])
+                    if not n:
+                        break
+                    got += n
+                extra = f.read(1)   # reaching the end makes zipfile check the CRC
     except _ZIP_ERRORS as exc:
         raise CheckpointError(f"{where}: the archive is truncated or corrupted ({_why(exc)}); "
                               "download or write it again") from None
@@ -196,3 +198,29 @@ def read_member(path, z, info, spec):
         raise CheckpointError(f"{where}: holds {'more' if extra else 'fewer'} bytes than its "
                               "header declares: the file is truncated or corrupted")
     return flat.reshape(shape, order="F" if order else "C")
+
+
+def _read_stored(path, info, header_bytes, buf):
+    """An uncompressed member read straight into ``buf`` (zipfile would copy it twice), with the
+    checks zipfile makes: the local header's signature and name, then the CRC of the whole member."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile("bad local file header")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        name = f.read(name_len)
+        if name != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437"):
+            raise zipfile.BadZipFile(f"the local header names {name[:60]!r}, the directory {info.orig_filename!r}")
+        f.seek(extra_len, os.SEEK_CUR)
+        crc = zlib.crc32(f.read(header_bytes))
+        got = 0
+        while got < len(buf):
+            n = f.readinto(buf[got:])
+            if not n:
+                break
+            got += n
+        crc = zlib.crc32(buf[:got], crc)
+        if got == len(buf) and crc != info.CRC:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+    return got, b""
