@@ -9,7 +9,7 @@ Keywords (timm -> npvit; a setting given in both spellings is an error):
     drop_path_rate  -> drop_path_ratio
     attn_drop_rate  -> attn_drop_ratio
     proj_drop_rate, pos_drop_rate -> drop_ratio   (npvit's ViT has one rate for both, as the seed)
-    drop_rate       timm (>= 0.9) drops before the head; npvit's ViT has no such dropout, so only 0
+    drop_rate       current timm drops before the head (head_drop); npvit's ViT has none, so only 0
     qkv_bias, mlp_ratio, img_size, patch_size, embed_dim, depth, num_heads, num_classes: the same
     pretrained=False is accepted (npvit never downloads; load files with npvit.load)
 
