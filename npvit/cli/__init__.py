@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("predict", "convert", "train")
+COMMANDS = ("predict", "convert", "train", "explain")
 
 
 def build_parser():
