@@ -495,7 +495,7 @@ def _hf_folder(tmp_path, config_edit=None, processor_edit=None):
     (lambda c: c.update(hidden_act=["gelu"]), None, r"hidden_act is \[\"gelu\"\] \(a list\), expected a string"),
     (lambda c: "[" * 50_000 + "]" * 50_000, None, "JSON nested more than 32 levels deep"),
     (None, lambda p: p.update(image_mean="0.5"), r"image_mean is \"0\.5\" \(a string\), expected a list of 3"),
-    (None, lambda p: p.update(size=8), r"size is 8 \(an integer\), expected an object"),
+    (None, lambda p: p.update(size="8"), r"size is \"8\" \(a string\), expected an object"),
     (None, lambda p: p["size"].update(height=True), r"size: height is true \(a boolean\)"),
     (None, lambda p: p.update(resample="bicubic"), r"resample is \"bicubic\" \(a string\)"),
     (None, lambda p: '{"size": ' * 5000 + "1" + "}" * 5000, "JSON nested more than 32 levels deep"),
@@ -506,6 +506,13 @@ def test_hf_configs_with_wrong_types(tmp_path, config_edit, processor_edit, matc
     folder = _hf_folder(tmp_path, config_edit, processor_edit)
     with pytest.raises(CheckpointError, match=match):
         npvit.load(folder)
+
+
+def test_old_feature_extractor_size_is_a_square(tmp_path):
+    """google/vit-base-patch16-224's preprocessor_config.json says "size": 224 (ViTFeatureExtractor)."""
+    folder = _hf_folder(tmp_path, processor_edit=lambda p: p.update(size=8, feature_extractor_type="ViTFeatureExtractor"))
+    pre = npvit.load(folder).preprocess
+    assert pre.input_size == (8, 8) and pre.crop_mode == "squash" and pre.interpolation == "bilinear"
 
 
 def test_timm_metadata_and_hub_config_with_wrong_types(tmp_path):

@@ -91,24 +91,30 @@ def read_hf(arrays, source, config=None, processor=None):
     a.refuse_unused("a Hugging Face ViT checkpoint")
 
     ckpt = Checkpoint(state=state, origin="hf", preprocess_preset="hf", resample="bicubic", notes=notes)
-    ckpt.defaults["norm_eps"] = cfg.number("layer_norm_eps", 1e-12, positive=True)
+    apply_hf_config(ckpt, cfg, processor, source, default_eps=1e-12)
+    if "num_attention_heads" in cfg:
+        ckpt.known["num_heads"] = cfg.int("num_attention_heads", minimum=1)
+    elif heads_by_width(D):
+        ckpt.defaults["num_heads"] = heads_by_width(D)
+    return ckpt
+
+
+def apply_hf_config(ckpt, cfg, processor, source, default_eps):
+    """What a Hugging Face config.json (``cfg``, Fields) and preprocessor_config.json say, for ViT
+    and Swin alike: image size, LayerNorm eps, the GELU form, labels, the preprocessing."""
+    ckpt.img_size = cfg.pair("image_size")
+    ckpt.defaults["norm_eps"] = cfg.number("layer_norm_eps", default_eps, positive=True)
     act = cfg.str("hidden_act", "gelu")
     if act not in _ACT:
         raise CheckpointError(f"{source}: hidden_act={act!r}; npvit implements GELU "
                               f"({', '.join(sorted(_ACT))})")
     ckpt.defaults["gelu"] = _ACT[act]
-    if "num_attention_heads" in cfg:
-        ckpt.known["num_heads"] = cfg.int("num_attention_heads", minimum=1)
-    elif heads_by_width(D):
-        ckpt.defaults["num_heads"] = heads_by_width(D)
-    ckpt.img_size = cfg.pair("image_size")
     labels = _labels(cfg.d.get("id2label"), cfg.where)
     if labels is not None:
         ckpt.defaults["label_names"] = labels
     if processor is not None:
         ckpt.preprocess = preprocess_from_processor(
-            processor, notes, os.path.join(os.path.dirname(source), "preprocessor_config.json"))
-    return ckpt
+            processor, ckpt.notes, os.path.join(os.path.dirname(source), "preprocessor_config.json"))
 
 
 def _labels(id2label, where):
@@ -134,7 +140,9 @@ def _labels(id2label, where):
 def preprocess_from_processor(processor, notes, where="preprocessor_config.json"):
     """ViTImageProcessor settings -> PreprocessConfig (a direct resize, or resize + center crop)."""
     p = Fields(processor, where)
-    size, crop = p.dict("size"), p.dict("crop_size")
+    # Older ViTFeatureExtractor files say "size": 224 (a square), as HF's get_size_dict reads it.
+    size, crop = (Fields({"height": p.d[k], "width": p.d[k]}, f"{where} {k}") if type(p.d.get(k)) is int
+                  else p.dict(k) for k in ("size", "crop_size"))
     resample = p.int("resample", 2)
     interpolation = _RESAMPLE.get(resample)
     if interpolation is None:
