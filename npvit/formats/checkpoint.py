@@ -23,7 +23,13 @@ so an unknown part of a checkpoint is reported instead of silently ignored.
 from dataclasses import dataclass, field
 from typing import Optional
 
+import warnings
+
 from .errors import CheckpointError
+
+
+class CheckpointWarning(UserWarning):
+    """Something in the file was dropped or replaced while loading."""
 
 
 @dataclass
@@ -97,6 +103,15 @@ def count_blocks(arrays, pattern_prefix, suffix):
         raise CheckpointError(f"blocks {missing} are missing between 0 and {max(found)} "
                               f"('{pattern_prefix}<i>{suffix}'): the file is incomplete")
     return n
+
+
+def labels_for_head(labels, num_classes, source):
+    """The file's label names, or None (with a warning) when they do not fit its head."""
+    if labels is not None and len(labels) != num_classes:
+        warnings.warn(f"{source}: {len(labels)} label names for a {num_classes}-class head; ignoring the names",
+                      CheckpointWarning, stacklevel=4)
+        return None
+    return labels
 
 
 def heads_by_width(width):

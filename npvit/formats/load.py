@@ -22,6 +22,7 @@ from ..model.schema import parameter_shapes
 from ..model.base import Model
 from ..model.variants import model_class
 from ..preprocess.config import PRESETS, PreprocessConfig, preset
+from .checkpoint import CheckpointWarning, labels_for_head
 from .detect import read_checkpoint
 from .errors import CheckpointError
 from .infer import STRUCTURAL, infer_structure, square_grid
@@ -33,10 +34,6 @@ from .swin import build_swin
 EMBEDDED = {"digits": "weights/digits.npz"}  # npvit/weights/__init__.py; trained by npvit (docs/training.md)
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(ViTConfig)}
-
-
-class CheckpointWarning(UserWarning):
-    """Something in the file was dropped or replaced while loading."""
 
 
 def load(path: Union[str, os.PathLike], *, dtype: Optional[str] = None, backend: str = "numpy",
@@ -66,11 +63,7 @@ def load(path: Union[str, os.PathLike], *, dtype: Optional[str] = None, backend:
     for note in ckpt.notes:
         warnings.warn(f"{source}: {note}", CheckpointWarning, stacklevel=2)
     if ckpt.arch == "swin":
-        with warnings.catch_warnings(record=True) as said:
-            warnings.simplefilter("always")
-            cfg, state, img_size_changed = build_swin(ckpt, overrides, str(source))
-        for w in said:
-            warnings.warn(str(w.message), CheckpointWarning, stacklevel=2)
+        cfg, state, img_size_changed = build_swin(ckpt, overrides, str(source))
     else:
         unknown = sorted(set(overrides) - _CONFIG_FIELDS)
         if unknown:
@@ -126,11 +119,7 @@ def _build(ckpt, overrides, posemb_interpolation, source):
             f"divide {width}: {fits}")
     if "num_heads" not in merged:
         merged["num_heads"] = overrides["num_heads"]
-    labels = merged.get("label_names")
-    if labels is not None and len(labels) != fields["num_classes"]:
-        warnings.warn(f"{source}: {len(labels)} label names for a {fields['num_classes']}-class head; "
-                      "ignoring the names", CheckpointWarning, stacklevel=3)
-        merged["label_names"] = None
+    merged["label_names"] = labels_for_head(merged.get("label_names"), fields["num_classes"], source)
     try:
         file_cfg = ViTConfig(**merged)
     except (ValueError, TypeError) as exc:

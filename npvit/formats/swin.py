@@ -31,7 +31,7 @@ from ..model.init import init_params
 from ..ops.relpos import relative_position_index
 from ..ops.window import WindowLayout, shift_mask
 from ..preprocess.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
-from .checkpoint import Checkpoint, count_blocks
+from .checkpoint import Checkpoint, CheckpointWarning, count_blocks, labels_for_head
 from .errors import CheckpointError
 from .fields import Fields
 from .resample import resample_pos_embed, resize_relpos_table
@@ -46,7 +46,6 @@ _PARAM = re.compile(
 _BUFFERS = ("relative_position_index", "attn_mask")
 _HF_BLOCK = {"layernorm_before": "norm1", "attention.output.dense": "attn.proj",
              "layernorm_after": "norm2", "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
-_HF_ACT = {"gelu": "exact", "gelu_python": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 # What the weights fix, against what a caller may change (the rest: conventions and training knobs).
 STRUCTURAL = ("embed_dim", "patch_size", "in_c", "depths", "num_heads", "mlp_ratio", "qkv_bias",
               "patch_norm", "ape")
@@ -66,7 +65,7 @@ def is_swin(arrays):
 def read_swin(arrays, source, metadata=None, hf_config=None, processor=None, hub_config=None):
     """A Swin checkpoint in any of the three layouts -> Checkpoint under timm's names (plus what a
     Hugging Face config.json, a timm hub config.json or npvit's safetensors metadata record)."""
-    from .hf import _labels, preprocess_from_processor
+    from .hf import apply_hf_config
     from .timm_layout import _strip_prefix, hub_preprocess
 
     arrays = _strip_prefix(arrays)
@@ -96,20 +95,9 @@ def read_swin(arrays, source, metadata=None, hf_config=None, processor=None, hub
     ckpt.defaults["window_rule"] = "timm" if origin == "timm" else "hf"
     if origin == "hf":
         cfg = Fields(hf_config or {}, os.path.join(os.path.dirname(source), "config.json"))
-        ckpt.img_size = cfg.pair("image_size")
+        apply_hf_config(ckpt, cfg, processor, source, default_eps=1e-5)
         if "window_size" in cfg:
             ckpt.known["window_size"] = cfg.int("window_size", minimum=1)
-        ckpt.defaults["norm_eps"] = cfg.number("layer_norm_eps", 1e-5, positive=True)
-        act = cfg.str("hidden_act", "gelu")
-        if act not in _HF_ACT:
-            raise CheckpointError(f"{source}: hidden_act={act!r}; npvit implements GELU ({', '.join(_HF_ACT)})")
-        ckpt.defaults["gelu"] = _HF_ACT[act]
-        labels = _labels(cfg.d.get("id2label"), cfg.where)
-        if labels is not None:
-            ckpt.defaults["label_names"] = labels
-        if processor is not None:
-            ckpt.preprocess = preprocess_from_processor(
-                processor, notes, os.path.join(os.path.dirname(source), "preprocessor_config.json"))
         ckpt.preprocess_default = HF_PREPROCESS
     elif origin == "swin":
         ckpt.preprocess_default = ORIGINAL_PREPROCESS
@@ -255,11 +243,7 @@ def build_swin(ckpt, overrides, source):
     else:  # the standard relation: the last stage's grid is one window
         side = merged["window_size"] * 2 ** (stages - 1)
         merged["img_size"] = (side * patch[0], side * patch[1])
-    labels = merged.get("label_names")
-    if labels is not None and len(labels) != fields["num_classes"]:
-        warnings.warn(f"{source}: {len(labels)} label names for a {fields['num_classes']}-class head; "
-                      "ignoring the names", UserWarning, stacklevel=3)
-        merged["label_names"] = None
+    merged["label_names"] = labels_for_head(merged.get("label_names"), fields["num_classes"], source)
     try:
         file_cfg = SwinConfig(**merged)
     except (ValueError, TypeError) as exc:
@@ -293,8 +277,8 @@ def build_swin(ckpt, overrides, source):
         state.update(init_params(head, seed=0, linear_std=0.02))
         if cfg.num_classes:
             warnings.warn(f"{source}: the file's {file_cfg.num_classes}-class head was replaced by a freshly "
-                          f"initialised {cfg.num_classes}-class head (train it before use)", UserWarning,
-                          stacklevel=3)
+                          f"initialised {cfg.num_classes}-class head (train it before use)",
+                          CheckpointWarning, stacklevel=3)
     return cfg, state, cfg.img_size != file_cfg.img_size
 
 

@@ -1,4 +1,6 @@
-"""One dataclass holds every architecture knob of the model (the seed's constructor, plus a few)."""
+"""One dataclass per architecture holds its every knob: ViTConfig (the seed's constructor, plus a few)
+and SwinConfig (timm's), on a shared base for what any image model has: image and patch sizes,
+input channels, classes and their names, the GELU form, LayerNorm eps, dropout rates."""
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -15,8 +17,72 @@ def _pair(v):
     return (int(v), int(v)) if isinstance(v, (int, float)) else tuple(int(a) for a in v)
 
 
+class ImageModelConfig:
+    """What ViTConfig and SwinConfig share (their dataclass fields are their own)."""
+
+    name = "model"       # in error messages: "invalid ViT config"
+    dropout_fields = ()  # the fields that are dropout rates
+
+    def __post_init__(self):
+        self.img_size = _pair(self.img_size)
+        self.patch_size = _pair(self.patch_size)
+        if self.label_names is not None:
+            self.label_names = tuple(str(n) for n in self.label_names)
+        self.validate()
+
+    @property
+    def grid_size(self):
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self):
+        return self.grid_size[0] * self.grid_size[1]
+
+    def _bad(self, msg):
+        raise ValueError(f"invalid {self.name} config: {msg}")
+
+    def validate(self):
+        """The checks every architecture needs; a subclass adds its own."""
+        bad = self._bad
+        (H, W), (ph, pw) = self.img_size, self.patch_size
+        if min(H, W, ph, pw) <= 0:
+            bad(f"img_size {self.img_size} and patch_size {self.patch_size} must be positive")
+        if H % ph or W % pw:
+            bad(f"patch_size {self.patch_size} must divide img_size {self.img_size}; "
+                f"pick an image size that is a multiple of the patch size")
+        for name in ("in_c", "embed_dim"):
+            if int(getattr(self, name)) <= 0:
+                bad(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.num_classes < 0:
+            bad(f"num_classes must be >= 0 (0 returns features), got {self.num_classes}")
+        if self.gelu not in GELU_KINDS:
+            bad(f"gelu must be one of {GELU_KINDS}, got {self.gelu!r}")
+        for name in self.dropout_fields:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
+            bad(f"norm_eps must be a positive number, got {self.norm_eps}")
+        if self.label_names is not None and self.num_classes and len(self.label_names) != self.num_classes:
+            bad(f"{len(self.label_names)} label names for a {self.num_classes}-class head")
+
+    def replace(self, **overrides):
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown model setting(s) {sorted(unknown)}; known: "
+                            f"{sorted(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self):
+        """The fields as JSON-ready values (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls().replace(**d)
+
+
 @dataclass
-class ViTConfig:
+class ViTConfig(ImageModelConfig):
     img_size: Size = 224
     patch_size: Size = 16
     in_c: int = 3
@@ -37,22 +103,10 @@ class ViTConfig:
     classifier: str = "token"
     label_names: Optional[tuple] = field(default=None, compare=False)
 
-    def __post_init__(self):
-        self.img_size = _pair(self.img_size)
-        self.patch_size = _pair(self.patch_size)
-        if self.label_names is not None:
-            self.label_names = tuple(str(n) for n in self.label_names)
-        self.validate()
+    name = "ViT"
+    dropout_fields = ("drop_ratio", "attn_drop_ratio", "drop_path_ratio")
 
     # --- derived sizes -------------------------------------------------------------
-    @property
-    def grid_size(self):
-        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
-
-    @property
-    def num_patches(self):
-        return self.grid_size[0] * self.grid_size[1]
-
     @property
     def num_prefix_tokens(self):
         return (self.classifier == "token") + bool(self.distilled)
@@ -79,26 +133,15 @@ class ViTConfig:
         return vit_parameter_shapes(self)
 
     def validate(self):
-        def bad(msg):
-            raise ValueError(f"invalid ViT config: {msg}")
-
-        (H, W), (ph, pw) = self.img_size, self.patch_size
-        if min(H, W, ph, pw) <= 0:
-            bad(f"img_size {self.img_size} and patch_size {self.patch_size} must be positive")
-        if H % ph or W % pw:
-            bad(f"patch_size {self.patch_size} must divide img_size {self.img_size}; "
-                f"pick an image size that is a multiple of the patch size")
-        for name in ("in_c", "embed_dim", "depth", "num_heads"):
+        super().validate()
+        bad = self._bad
+        for name in ("depth", "num_heads"):
             if int(getattr(self, name)) <= 0:
                 bad(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.num_classes < 0:
-            bad(f"num_classes must be >= 0 (0 returns features), got {self.num_classes}")
         if self.embed_dim % self.num_heads:
             bad(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.mlp_hidden <= 0:
             bad(f"mlp_ratio {self.mlp_ratio} gives an empty MLP")
-        if self.gelu not in GELU_KINDS:
-            bad(f"gelu must be one of {GELU_KINDS}, got {self.gelu!r}")
         if self.classifier not in CLASSIFIERS:
             bad(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
         if self.distilled and self.classifier != "token":
@@ -107,37 +150,13 @@ class ViTConfig:
             bad("distilled models have no representation layer: set representation_size=None")
         if self.distilled and self.num_classes == 0:
             bad("distilled models need a head: num_classes must be > 0")
-        for name in ("drop_ratio", "attn_drop_ratio", "drop_path_ratio"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
-            bad(f"norm_eps must be a positive number, got {self.norm_eps}")
-        if self.label_names is not None and self.num_classes and len(self.label_names) != self.num_classes:
-            bad(f"{len(self.label_names)} label names for a {self.num_classes}-class head")
-
-    def replace(self, **overrides):
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise TypeError(f"unknown model setting(s) {sorted(unknown)}; known: "
-                            f"{sorted(f.name for f in dataclasses.fields(self))}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self):
-        d = dataclasses.asdict(self)
-        d["img_size"], d["patch_size"] = list(self.img_size), list(self.patch_size)
-        d["label_names"] = list(self.label_names) if self.label_names is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls().replace(**d)
 
 
 WINDOW_RULES = ("timm", "hf")
 
 
 @dataclass
-class SwinConfig:
+class SwinConfig(ImageModelConfig):
     """The Swin Transformer's knobs, with timm's names and defaults (``swin_tiny_patch4_window7_224``).
 
     ``window_rule`` says how a stage whose grid is not a multiple of the window, or not larger than
@@ -168,24 +187,15 @@ class SwinConfig:
     window_rule: str = "timm"
     label_names: Optional[tuple] = field(default=None, compare=False)
 
+    name = "Swin"
+    dropout_fields = ("drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate")
+
     def __post_init__(self):
-        self.img_size = _pair(self.img_size)
-        self.patch_size = _pair(self.patch_size)
         self.depths = tuple(int(d) for d in self.depths)
         self.num_heads = tuple(int(h) for h in self.num_heads)
-        if self.label_names is not None:
-            self.label_names = tuple(str(n) for n in self.label_names)
-        self.validate()
+        super().__post_init__()
 
     # --- derived sizes -------------------------------------------------------------
-    @property
-    def grid_size(self):
-        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
-
-    @property
-    def num_patches(self):
-        return self.grid_size[0] * self.grid_size[1]
-
     @property
     def num_stages(self):
         return len(self.depths)
@@ -227,31 +237,19 @@ class SwinConfig:
         return swin_parameter_shapes(self)
 
     def validate(self):
-        def bad(msg):
-            raise ValueError(f"invalid Swin config: {msg}")
-
-        (H, W), (ph, pw) = self.img_size, self.patch_size
-        if min(H, W, ph, pw) <= 0:
-            bad(f"img_size {self.img_size} and patch_size {self.patch_size} must be positive")
-        if H % ph or W % pw:
-            bad(f"patch_size {self.patch_size} must divide img_size {self.img_size}; "
-                f"pick an image size that is a multiple of the patch size")
+        bad = self._bad
         if not self.depths or len(self.depths) != len(self.num_heads):
             bad(f"depths {self.depths} and num_heads {self.num_heads} need one entry per stage")
         if min(self.depths) <= 0 or min(self.num_heads) <= 0:
             bad(f"depths {self.depths} and num_heads {self.num_heads} must be positive")
-        for name in ("in_c", "embed_dim", "window_size"):
-            if int(getattr(self, name)) <= 0:
-                bad(f"{name} must be a positive integer, got {getattr(self, name)}")
+        super().validate()
+        if int(self.window_size) <= 0:
+            bad(f"window_size must be a positive integer, got {self.window_size}")
         for i, heads in enumerate(self.num_heads):
             if self.stage_dim(i) % heads:
                 bad(f"stage {i} width {self.stage_dim(i)} is not divisible by its {heads} heads")
-        if self.num_classes < 0:
-            bad(f"num_classes must be >= 0 (0 returns features), got {self.num_classes}")
         if min(self.mlp_hidden) <= 0:
             bad(f"mlp_ratio {self.mlp_ratio} gives an empty MLP")
-        if self.gelu not in GELU_KINDS:
-            bad(f"gelu must be one of {GELU_KINDS}, got {self.gelu!r}")
         if self.window_rule not in WINDOW_RULES:
             bad(f"window_rule must be one of {WINDOW_RULES}, got {self.window_rule!r}")
         if self.window_rule == "hf":
@@ -260,21 +258,3 @@ class SwinConfig:
                 bad(f"stage {small[0]}'s grid {self.stage_grid(small[0])} is smaller than the window "
                     f"{self.window_size}, which Hugging Face's Swin cannot run (its position bias is "
                     "sized for the full window): use window_rule='timm' or a larger image")
-        for name in ("drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
-            bad(f"norm_eps must be a positive number, got {self.norm_eps}")
-        if self.label_names is not None and self.num_classes and len(self.label_names) != self.num_classes:
-            bad(f"{len(self.label_names)} label names for a {self.num_classes}-class head")
-
-    replace = ViTConfig.replace
-
-    def to_dict(self):
-        d = dataclasses.asdict(self)
-        for k in ("img_size", "patch_size", "depths", "num_heads"):
-            d[k] = list(getattr(self, k))
-        d["label_names"] = list(self.label_names) if self.label_names is not None else None
-        return d
-
-    from_dict = ViTConfig.from_dict
