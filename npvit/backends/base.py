@@ -4,7 +4,7 @@ Extras, each with a plain ``xp`` version here that CuPy (and any future backend)
 that a backend may replace with something faster (the NumPy backend does; tests compare each
 fused kernel with its twin):
 
-* math:        ``erf`` (NumPy has none), ``gelu_exact``, ``index_add`` (a scatter-add);
+* math:        ``erf`` (NumPy has none), ``exp2``, ``gelu_exact``, ``index_add`` (a scatter-add);
 * eval kernels: ``layernorm_linear`` (LayerNorm feeding a linear layer, optionally + GELU),
   ``linear_residual`` (a linear layer added into the residual stream), ``attention``
   (multi-head attention on q, k, v views with an optional additive score bias);
@@ -63,6 +63,11 @@ class Backend:
     def erf(self, x):
         raise NotImplementedError
 
+    def exp2(self, x, out=None):
+        """2^x (``out`` may be ``x``): softmax's exponential, kept in base 2 (ops/attention.py);
+        a backend may compute it through whichever of its exponentials is faster."""
+        return self.xp.exp2(x, out=out)
+
     def gelu_exact(self, x, out, deriv=None, scratch=None):
         """out = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)); ``out`` may be ``x``.  With ``deriv`` (an
         array like ``x``) also GELU'(x) = Phi(x) + x phi(x) there, for the backward.  ``scratch``
@@ -113,7 +118,7 @@ class Backend:
             return xp.moveaxis(a.reshape(*a.shape[:-1], H, D // H), -2, -3)
 
         b2 = None if bias is None else xp.asarray(bias, dtype=q.dtype) * LOG2E
-        out = attend(heads(q) * (scale * LOG2E), heads(k), heads(v), xp, b2)
+        out = attend(heads(q) * (scale * LOG2E), heads(k), heads(v), self, b2)
         return xp.moveaxis(out, -3, -2).reshape(*lead, Nq, D)
 
     # --- execution ---------------------------------------------------------------------

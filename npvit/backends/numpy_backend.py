@@ -90,10 +90,16 @@ def erf_float32(x, out=None):
 # 0.5 * poly(t) = sum_k (0.5 a_k c^k) u^k: the scaling of |x| folds into the coefficients.
 _AS_C = math.sqrt(2.0) / _AS_P
 _HALF_POLY_U = tuple(0.5 * a * _AS_C ** (k + 1) for k, a in enumerate(_AS_A))  # u^1 .. u^5
-# NumPy's float32 exp2 is both faster than its exp (0.28 vs 0.49 ns per element on this project's
-# Zen 5 machine) and closer (1 ulp vs 2.4), so exp(y) is taken as exp2(y log2 e), the factor folded
-# into a multiplication that is there anyway.
-_HALF_LOG2E = -0.5 / math.log(2.0)
+# Which of NumPy's float32 exponentials is fast depends on the CPU: with AVX-512 both exp and exp2
+# are vectorised and exp2 is the faster and closer one (0.28 vs 0.49 ns per element, 1 ulp vs 2.4,
+# Zen 5); with AVX2 alone only exp is (exp 1.45 ns, exp2 2.75 ns, Zen 3).  So exp(y) is taken as
+# exp2(y log2 e) where exp2 is fast, as itself elsewhere, and 2^y likewise as exp(y ln 2): in
+# either case the constant folds into a multiplication that is there anyway.
+EXP2_IS_FAST = bool((numpy._core if hasattr(numpy, "_core") else numpy.core)  # NumPy 2 / NumPy 1
+                    ._multiarray_umath.__cpu_features__.get("AVX512F", False))
+_LN2 = math.log(2.0)
+_HALF_EXPONENT = -0.5 / math.log(2.0) if EXP2_IS_FAST else -0.5   # exp(-x^2 / 2) in the faster base
+_exp_in_that_base = numpy.exp2 if EXP2_IS_FAST else numpy.exp
 
 
 def _half_erfc_parts(x, s1, s2, s3):
@@ -107,9 +113,9 @@ def _half_erfc_parts(x, s1, s2, s3):
     for coef in _HALF_POLY_U[3::-1]:
         s3 += coef
         s3 *= s2                                                     # 0.5 * poly(t), Horner in u
-    np.multiply(s1, _HALF_LOG2E, out=s2)
+    np.multiply(s1, _HALF_EXPONENT, out=s2)
     s2 *= s1
-    np.exp2(s2, out=s2)                                              # exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2)
+    _exp_in_that_base(s2, out=s2)                                    # exp(-x^2 / 2)
     s3 *= s2                                                         # q
 
 
@@ -176,6 +182,12 @@ class NumpyBackend(Backend):
         if x.dtype == numpy.float64:
             return erf_float64(x)
         return erf_float32(x)
+
+    def exp2(self, x, out=None):
+        if EXP2_IS_FAST or x.dtype != numpy.float32:
+            return numpy.exp2(x, out=out)
+        y = numpy.multiply(x, _LN2, out=out)
+        return numpy.exp(y, out=y)
 
     # Fused float32 GELU: ~20 in-place passes over a cache-sized block, no temporaries; float64
     # keeps the plain twin (exact erf), which the gradient checks rely on.
@@ -306,7 +318,7 @@ class NumpyBackend(Backend):
                 h1 = min(h0 + block, H, h0 + hi - g)        # a run of heads within item b
                 view = lambda a: a[b, :, h0:h1].transpose(1, 0, 2)          # (heads, n, Dh)
                 bias_ = None if sb is None else sb.items[sb.index[g:g + h1 - h0]]
-                attend(view(q4) * c, view(k4), view(v4), numpy, bias_, out=view(o4))
+                attend(view(q4) * c, view(k4), view(v4), self, bias_, out=view(o4))
                 g += h1 - h0
 
         self.parallel_for(heads, B * H, work=B * H * Nq * N)
