@@ -281,7 +281,7 @@ class NumpyBackend(Backend):
                     y[s:e, :bias.shape[0]] += bias
                 gelu_rows(y[s:e], act, self, y[s:e], scratch=[a[:e - s] for a in scratch])
 
-        self.parallel_for(work, M, min_rows=block, work=M * width)
+        self.parallel_for(work, M, work=M * width)  # no sums over rows: any split is exact
         return y.reshape(*x.shape[:-1], width)
 
     def linear_residual(self, x, weight, bias, h):
