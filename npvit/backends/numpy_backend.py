@@ -300,7 +300,9 @@ class NumpyBackend(Backend):
 
     def attention(self, q, k, v, num_heads, scale, bias=None):
         """Heads in cache-sized blocks, on views of q, k, v (no split copies), written straight
-        into the output's head columns."""
+        into the output's head columns: runs of heads of one item where an item's scores are large
+        (ViT: 197 x 197 per head), several whole items at a time where they are small (Swin's
+        7 x 7 windows), so the number of NumPy calls stays low either way."""
         *lead, Nq, D = q.shape
         N, H = k.shape[-2], num_heads
         B, Dh = math.prod(lead), D // H
@@ -309,16 +311,29 @@ class NumpyBackend(Backend):
         o4 = out.reshape(B, Nq, H, Dh)
         sb = None if bias is None else score_bias(bias, lead, H, Nq, N, numpy, q.dtype)
         c = scale * LOG2E                                   # scores in base 2 (see ops/attention.py)
-        block = rows_per_block(Nq * N)
+        block = rows_per_block(Nq * N)                      # heads whose scores fit a block
+
+        def run(b0, b1, h0, h1):                            # items b0..b1-1, heads h0..h1-1 of each
+            view = lambda a: a[b0:b1, :, h0:h1].transpose(0, 2, 1, 3)      # (items, heads, n, Dh)
+            bias_ = None
+            if sb is not None:
+                index = sb.index.reshape(B, H)[b0:b1, h0:h1]
+                bias_ = sb.items[index]                                     # (items, heads, Nq, N)
+            attend(view(q4) * c, view(k4), view(v4), self, bias_, out=view(o4))
+
+        if block >= H:                                      # whole items, block // H at a time
+            def items(lo, hi):
+                for b in range(lo, hi, block // H):
+                    run(b, min(b + block // H, hi), 0, H)
+            self.parallel_for(items, B, work=B * H * Nq * N)
+            return out
 
         def heads(lo, hi):                                  # the (item, head) pairs lo .. hi-1
             g = lo
             while g < hi:
                 b, h0 = divmod(g, H)
                 h1 = min(h0 + block, H, h0 + hi - g)        # a run of heads within item b
-                view = lambda a: a[b, :, h0:h1].transpose(1, 0, 2)          # (heads, n, Dh)
-                bias_ = None if sb is None else sb.items[sb.index[g:g + h1 - h0]]
-                attend(view(q4) * c, view(k4), view(v4), self, bias_, out=view(o4))
+                run(b, b + 1, h0, h1)
                 g += h1 - h0
 
         self.parallel_for(heads, B * H, work=B * H * Nq * N)
