@@ -14,7 +14,7 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COUNT = int(os.environ.get("NPVIT_FUZZ_COUNT", "312"))     # 24 mutants per seed file with torch
+COUNT = int(os.environ.get("NPVIT_FUZZ_COUNT", "360"))     # 24 mutants per seed file with torch (15)
 SEED = int(os.environ.get("NPVIT_FUZZ_SEED", "15"))
 TIMEOUT = 5.0
 MEMORY_MIB = 256

@@ -6,7 +6,8 @@ allow only two outcomes, a clean load or a ``CheckpointError``.
 Seeds (tiny models, written by npvit and NumPy alone; the PyTorch ones only when torch is here):
 npvit .npz, npvit's float16 export (deflated .npz), timm .npz / .safetensors (with and without
 npvit's metadata), official and big_vision .npz, Hugging Face folders (single file and sharded),
-a timm hub folder, and timm / torchvision ``.pth`` files.
+a timm hub folder, a Swin Transformer (npvit .npz, timm .safetensors), and timm / torchvision /
+legacy (non-zip) ``.pth`` files.
 
 Mutations: truncation, byte flips in the header and in the body, insertions, deletions; inside zip
 archives, rewrites of a member's ``.npy`` header, of the zip's own records (sizes, methods, names),
@@ -182,6 +183,12 @@ def build_seeds(folder):
     bv = _official(gap_sd, stacked=True, prefix="params/")
     np.savez(j("big_vision.npz"), **bv)
     seeds["big_vision.npz"] = {}
+    swin = npvit.create_model("swin_tiny_patch4_window7_224", embed_dim=8, depths=(1, 1), num_heads=(1, 2),
+                              img_size=16, window_size=2, num_classes=3, drop_path_rate=0.0)
+    swin.save(j("swin.npz"))
+    seeds["swin.npz"] = {}
+    save_timm(swin, j("swin_timm.safetensors"))
+    seeds["swin_timm.safetensors"] = {}
     os.mkdir(j("hf"))
     write_safetensors(j("hf", "model.safetensors"), _hf(sd))
     with open(j("hf", "config.json"), "w") as f:
