@@ -230,6 +230,8 @@ class NumpyBackend(Backend):
         return [r for results in per_slice for r in results]
 
     def map_batch(self, fn, n, rows_per_item):
+        if self._serial():                                  # already inside a thread's share
+            return [fn(0, n)]
         threads = self.pool.num_threads
         whole = threads * (n // threads)                    # items that go whole to a thread
 
@@ -244,11 +246,9 @@ class NumpyBackend(Backend):
 
         results = []
         with self.blas.limit(1):
-            if whole and threads > 1 and not self._serial():
+            if whole:
                 for part in self.pool.run(share, whole, min_rows=whole // threads):
                     results.extend(part)
-            elif whole:
-                results.extend(share(0, whole) if not self._serial() else [fn(0, whole)])
             if whole < n:  # the rest, a few images, row by row across the pool
                 results.append(fn(whole, n))
         return results

@@ -38,6 +38,7 @@ and its resumption.  Dropout and drop path draw their masks per rank, from (seed
 micro-batch, rank): a model with them trains reproducibly for a given K but not exactly as one
 process would.  Any rank's exception is raised on every rank as a ``DistributedError``.
 """
+import contextlib
 import csv
 import dataclasses
 import io
@@ -145,10 +146,8 @@ def train(model, train_data, eval_data=None, config=None, *, out=None, resume=Fa
     from ..distributed import as_communicator
 
     comm = as_communicator(comm)
-    if blas_threads is None:
-        return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides, comm)
-    from ..backends.openblas import OpenBlas
-    with OpenBlas().limit(int(blas_threads)):
+    limit = contextlib.nullcontext() if blas_threads is None else model.backend.blas_limit(int(blas_threads))
+    with limit:  # the model's backend owns the BLAS cap (its ops hold OpenBLAS at one thread anyway)
         return _train(model, train_data, eval_data, config, out, resume, progress, stop_after, stream, overrides, comm)
 
 
