@@ -552,6 +552,7 @@ def test_safetensors_header_duplicate_keys_and_entry_count(tmp_path):
 
 
 # --- PyTorch files: what torch's safe loader lets through but npvit must not use ----------------------
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")  # torch's own note on sparse loads
 @pytest.mark.parametrize("kind,match", [
     ("sparse", r"tensor 'norm\.weight' is sparse_coo \(a sparse tensor\)"),
     ("meta", r"tensor 'norm\.weight' is a meta tensor"),
