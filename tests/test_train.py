@@ -347,3 +347,23 @@ def test_split_and_evaluate():
     assert len(tr) == 40 and len(te) == 10
     ev = evaluate(tiny(), te)
     assert set(ev) == {"loss", "top1", "top5", "n"} and ev["top5"] == 1.0  # 3 classes: top-5 is everything
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_training_checkpoint_is_a_clear_error(tmp_path, damage):
+    """--resume reads through the checked .npz reader: a cut or corrupted checkpoint is a ValueError
+    that names the file, never a zipfile/zlib exception."""
+    model = VisionTransformer(ViTConfig(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2, num_classes=3))
+    opt = optim.SGD(model, lr=0.1)
+    from npvit.train.checkpoint import save_checkpoint
+
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, model, opt, {"format": "npvit-train", "version": 1, "epoch": 1})
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        raw = raw[:len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checkpoint"):
+        read_checkpoint(path)

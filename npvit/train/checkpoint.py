@@ -45,16 +45,18 @@ def save_checkpoint(path, model, optimizer, meta, scaler=None):
 
 def read_checkpoint(path):
     """(meta dict, model params, optimizer state dict, scaler state or None) from ``path``."""
+    from ..formats.containers import read_npz   # the checked reader: a damaged file is a ValueError
+    from ..formats.fields import parse_json
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+        arrays = read_npz(path)
+        if META not in arrays:
+            raise ValueError(f"{path} is not an npvit training checkpoint (no {META} entry): to start "
+                             "from model weights use --finetune instead of --resume")
+        meta = parse_json(arrays.pop(META).tobytes(), f"{path}: its {META} entry")
+    except OSError as exc:
         raise ValueError(f"{path} is not a readable training checkpoint ({exc}); "
                          "delete it to start afresh") from None
-    if META not in arrays:
-        raise ValueError(f"{path} is not an npvit training checkpoint (no {META} entry): to start "
-                         "from model weights use --finetune instead of --resume")
-    meta = json.loads(arrays.pop(META).tobytes().decode("utf-8"))
     if meta.get("format") != FORMAT or int(meta.get("version", 0)) > VERSION:
         raise ValueError(f"{path}: unsupported training checkpoint (format {meta.get('format')!r}, "
                          f"version {meta.get('version')})")
