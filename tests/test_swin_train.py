@@ -75,3 +75,4 @@ def test_options_of_the_other_architecture_are_refused(tmp_path, capsys):
     assert main(["train", "--data", "digits", "--model", "vit_tiny_patch16_224", "--window-size", "3",
                  "--out", str(tmp_path / "y"), "--quiet"]) == 2
     assert "--window-size is not a setting of a VIT model" in capsys.readouterr().err
+

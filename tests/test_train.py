@@ -367,3 +367,13 @@ def test_a_damaged_training_checkpoint_is_a_clear_error(tmp_path, damage):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="checkpoint"):
         read_checkpoint(path)
+
+
+def test_an_export_target_that_is_not_a_file_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    from npvit.cli import main
+
+    assert main(["train", "--data", "digits", "--out", str(tmp_path / "run"), "--quiet",
+                 "--export", str(tmp_path / "folder")]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()                          # nothing was trained

@@ -132,6 +132,10 @@ def _prepare(args):
     from ..train import TrainConfig, trainable_names
     from ..train.recipes import RECIPES
 
+    if args.export:  # a folder, device, FIFO or socket is refused now, not after the training
+        from ..formats.atomic import resolve_target
+
+        resolve_target(args.export)
     recipe = RECIPES.get(args.data)
     train_ds, val_ds = _datasets(args, recipe)
     cfg = recipe.train if recipe else TrainConfig()
