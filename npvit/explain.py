@@ -5,6 +5,8 @@
                                                 the target logit's gradient, class-specific
     input_gradients(model, x)      (B, C, H, W) d target logit / d input pixels (plain saliency);
                                                 ``saliency_map`` reduces it to (B, H, W)
+    overlay(picture, heat)         (h, w, 3)    a map over the picture at its own size, in
+                                                ``colormap``'s colours (what ``npvit explain`` writes)
 
 Rollout, per block in forward order (probabilities A (B, H, N, N) from the model's Observer):
 

@@ -394,11 +394,12 @@ def test_digit_maps_change_when_the_weights_are_reinitialised_and_sit_on_the_str
     """On the 359 held-out digits, with the shipped model: the rank correlation (Spearman) of each
     digit's map with the map of the same digit and class under re-initialised weights (npvit's
     init, seeds 1-8), and the share of the map's mass on stroke pixels (input >= 0.5; 31% of the
-    pixels).  Measured (README "Seeing inside"): mean correlation rollout -0.04, gradient -0.02,
-    saliency 0.23 (every seed: rollout -0.55 to 0.61, gradient -0.12 to 0.33, saliency 0.22 to
-    0.26); re-initialising the head alone leaves rollout unchanged (1.00: it never reads the head).
-    Mass on strokes: saliency 0.413, gradient x attention 0.505 and rollout 0.497 (those two as
-    shown, less their minimum).  The bounds leave a margin of ~0.1 on each side."""
+    pixels).  Measured (README "Seeing inside", tools/explain_figures.py): mean correlation
+    rollout -0.04, gradient -0.02, saliency 0.24 (per seed: rollout -0.55 to 0.61, gradient -0.12
+    to 0.33, saliency 0.22 to 0.26); re-initialising the head alone leaves rollout unchanged (1.00:
+    it never reads the head).  Mass on strokes, each map less its minimum (as an overlay shows
+    it): saliency 0.417, gradient x attention 0.505, rollout 0.497.  The bounds leave a margin of
+    about 0.1 (correlations) and 0.05 (mass)."""
     pytest.importorskip("sklearn")
     from scipy.stats import spearmanr
 
