@@ -70,10 +70,11 @@ def gradient_attention(model, x, target=None):
     target logit is the eval output's, the mean of the two heads, and the map the mean of the
     class and distillation rows."""
     _require_global_attention(model, "gradient_attention")
+    x, classes = _checked(model, x, target)
     xp = model.backend.xp
     obs = _GradientObserver(xp)
     logits = model.forward(x, grad=True, observer=obs)
-    model.backward(_one_hot(model, logits, target), input_grad=False)
+    model.backward(_one_hot(model, logits, classes), input_grad=False)
     R = None
     for prefix in model._attention_prefixes():              # forward order; the hook came last first
         fused = obs.fused.pop(prefix)                       # (B, N, N)
@@ -88,8 +89,9 @@ def input_gradients(model, x, target=None):
     """The gradient (B, C, H, W) of the target logit with respect to the input images ``x`` (the
     normalised pixels the model reads): plain saliency (Simonyan et al. 2014).  Works for every
     model, Swin included.  ``target`` as in ``gradient_attention``."""
+    x, classes = _checked(model, x, target)
     logits = model.forward(x, grad=True)
-    dx, _ = model.backward(_one_hot(model, logits, target), input_grad=True)
+    dx, _ = model.backward(_one_hot(model, logits, classes), input_grad=True)
     return dx
 
 
@@ -97,31 +99,6 @@ def saliency_map(gradients):
     """(B, H, W): the largest |gradient| over the channels of ``input_gradients``' (B, C, H, W),
     the usual way to show it (Simonyan et al.)."""
     return abs(gradients).max(axis=1)
-
-
-def target_classes(model, logits, target=None):
-    """The class each image is explained for, (B,) NumPy int64: the argmax of ``logits`` when
-    ``target`` is None, else ``target`` (an int for all, or one per image) after checking it."""
-    if not getattr(model.config, "num_classes", 0):
-        raise ValueError("explaining a class needs a classification head: this model has "
-                         "num_classes=0 (it returns pooled features)")
-    if isinstance(logits, tuple):
-        raise ValueError("the model returned a pair of logits (a distilled model in training): "
-                         "explain in eval mode")
-    host = np.asarray(model.backend.to_numpy(logits))
-    B, K = host.shape
-    if target is None:
-        return host.argmax(axis=1).astype(np.int64)
-    t = np.asarray(target)
-    if t.dtype == bool or t.dtype.kind not in "iu":
-        raise TypeError(f"target must be a class index (int) or one per image, got {target!r}")
-    t = np.broadcast_to(t, (B,)) if t.ndim == 0 else t
-    if t.shape != (B,):
-        raise ValueError(f"target holds {t.size} classes for {B} images: pass one int, or one per image")
-    if t.min() < 0 or t.max() >= K:
-        raise ValueError(f"target class {int(t.min() if t.min() < 0 else t.max())} is out of range "
-                         f"for {K} classes (0 to {K - 1})")
-    return t.astype(np.int64)
 
 
 # --- observers ----------------------------------------------------------------------------------
@@ -193,8 +170,32 @@ def _require_global_attention(model, name):
                         "which works for every model")
 
 
-def _one_hot(model, logits, target):
-    classes = target_classes(model, logits, target)
+def _checked(model, x, target):
+    """(checked images, the target classes (B,) NumPy int64 or None for each image's top class),
+    before any work is done: a bad target fails fast."""
+    if not getattr(model.config, "num_classes", 0):
+        raise ValueError("explaining a class needs a classification head: this model has "
+                         "num_classes=0 (it returns pooled features)")
+    x = model._check_input(x)
+    if target is None:
+        return x, None
+    B, K = x.shape[0], model.config.num_classes
+    t = np.asarray(target)
+    if t.dtype == bool or t.dtype.kind not in "iu":
+        raise TypeError(f"target must be a class index (int) or one per image, got {target!r}")
+    t = np.broadcast_to(t, (B,)) if t.ndim == 0 else t
+    if t.shape != (B,):
+        raise ValueError(f"target holds {t.size} classes for {B} images: pass one int, or one per image")
+    if t.min() < 0 or t.max() >= K:
+        raise ValueError(f"target class {int(t.min() if t.min() < 0 else t.max())} is out of range "
+                         f"for {K} classes (0 to {K - 1})")
+    return x, t.astype(np.int64)
+
+
+def _one_hot(model, logits, classes):
+    """The one-hot (B, K) gradient that picks each image's target logit (None: its largest)."""
+    if classes is None:
+        classes = np.asarray(model.backend.to_numpy(logits)).argmax(axis=1)
     B, K = classes.shape[0], logits.shape[1]
     onehot = np.zeros((B, K), dtype=model.dtype)
     onehot[np.arange(B), classes] = 1
