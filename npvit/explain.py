@@ -38,6 +38,8 @@ backend and dtype.  Inputs are what ``model.forward`` takes: normalised (B, C, H
 """
 import numpy as np
 
+from .model.observe import Observer
+
 HEAD_FUSIONS = ("mean", "max", "min")
 
 
@@ -102,8 +104,9 @@ def saliency_map(gradients):
 
 
 # --- observers ----------------------------------------------------------------------------------
-class _RolloutObserver:
-    """Folds each block's fused, discarded, identity-mixed map into R as the forward goes."""
+class _RolloutObserver(Observer):
+    """Folds each block's fused, discarded, identity-mixed map into R as the forward goes; each
+    thread's share of the batch folds its own (``fork``), joined in image order."""
 
     def __init__(self, xp, head_fusion, discard_ratio, spared):
         self.xp, self.head_fusion, self.discard_ratio = xp, head_fusion, discard_ratio
@@ -131,14 +134,14 @@ class _RolloutObserver:
         a /= a.sum(axis=-1, keepdims=True)
         self.R = a if self.R is None else a @ self.R
 
-    def attention_grad(self, prefix, probs, dprobs):
-        pass
+    def fork(self):
+        return _RolloutObserver(self.xp, self.head_fusion, self.discard_ratio, self.spared)
 
-    def block_output(self, index, h):
-        pass
+    def join(self, forks, xp):
+        self.R = xp.concatenate([f.R for f in forks])
 
 
-class _GradientObserver:
+class _GradientObserver(Observer):
     """Keeps mean_heads(relu(dA * A)) (B, N, N) per block as the backward shows them."""
 
     def __init__(self, xp):
@@ -147,16 +150,10 @@ class _GradientObserver:
     def wants_attention(self, prefix):
         return True      # so that the block keeps this observer for its backward
 
-    def attention(self, prefix, probs):
-        pass
-
     def attention_grad(self, prefix, probs, dprobs):
         g = dprobs * probs                                                     # (B, H, N, N)
         self.xp.maximum(g, 0, out=g)
         self.fused[prefix] = g.mean(axis=1)
-
-    def block_output(self, index, h):
-        pass
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -219,3 +219,17 @@ def test_22k_head_predicts_imagenet22k_names():
     assert m.config.num_classes == 21841
     (name, _), = m.predict(photos(32)[0].transpose(1, 2, 0) * 0.5 + 0.5, topk=1)
     assert name in npvit.labels.imagenet_names("imagenet22k")
+
+
+def test_a_stage_clipped_to_a_non_square_window_round_trips(tmp_path):
+    """A 32x24 image in patches of 2 with window 4: the last stage's 4x3 grid clips the window to
+    4x3 (timm's rule), whose table is not square; npvit's file and a timm state dict load back."""
+    cfg = npvit.SwinConfig(img_size=(32, 24), patch_size=2, window_size=4, embed_dim=8, depths=(1, 1, 1),
+                           num_heads=(1, 2, 4), num_classes=3)
+    assert cfg.stage_window(2)[0] == (4, 3)
+    m = npvit.SwinTransformer(cfg)
+    x = photos((32, 24), "float32")
+    m.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(npvit.load(tmp_path / "m.npz")(x), m(x))
+    torch.save({k: torch.from_numpy(v) for k, v in m.state_dict().items()}, tmp_path / "m.pth")
+    np.testing.assert_array_equal(npvit.load(tmp_path / "m.pth", img_size=(32, 24))(x), m(x))

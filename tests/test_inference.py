@@ -71,7 +71,7 @@ def test_every_way_of_sharing_the_batch_gives_the_reference_features(monkeypatch
         np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)
         # The class token alone (the last block skips the other rows' queries, projection and MLP)
         run = model._pass(train=False, grad=False)
-        prefix = model._map_images(lambda images: model._features(images, run, prefix_only=True)[0], x, run)
+        prefix = model._map_images(lambda images, r: model._features(images, r, prefix_only=True)[0], x, run)
         assert prefix.shape == (batch, 1, 8)
         np.testing.assert_allclose(prefix, ref[:, :1], rtol=1e-12, atol=1e-12)
 

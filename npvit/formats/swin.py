@@ -208,18 +208,16 @@ def infer_swin(state, source):
     heads, windows = [], []
     for i in range(stages):
         T, H = need(f"layers.{i}.blocks.0.attn.relative_position_bias_table", 2).shape
-        side = math.isqrt(T)
-        if side * side != T or side % 2 == 0:
-            raise CheckpointError(f"{source}: layers.{i}'s relative position table has {T} rows, not "
-                                  "(2 w - 1)^2 for a square window w")
         heads.append(int(H))
-        windows.append((side + 1) // 2)
+        side = math.isqrt(T)
+        if side * side == T and side % 2:  # a square window; a stage clipped to a non-square grid
+            windows.append((side + 1) // 2)  # has a (2 wh - 1)(2 ww - 1) table, checked later
     hidden = need("layers.0.blocks.0.mlp.fc1.weight", 2).shape[0]
     fields = dict(embed_dim=int(C), in_c=int(in_c), patch_size=(int(ph), int(pw)), depths=depths,
                   num_heads=tuple(heads), mlp_ratio=hidden / C, qkv_bias="layers.0.blocks.0.attn.qkv.bias" in state,
                   patch_norm="patch_embed.norm.weight" in state, ape="absolute_pos_embed" in state,
                   num_classes=int(need("head.fc.weight", 2).shape[0]) if "head.fc.weight" in state else 0)
-    return fields, max(windows)
+    return fields, max(windows) if windows else None
 
 
 def build_swin(ckpt, overrides, source):
@@ -231,6 +229,9 @@ def build_swin(ckpt, overrides, source):
     merged = {k: v for k, v in ckpt.defaults.items() if k not in STRUCTURAL}
     merged.update(fields)
     merged["window_size"] = ckpt.known.get("window_size", window)
+    if merged["window_size"] is None:
+        raise CheckpointError(f"{source}: no stage's relative position table is square, so the window "
+                              "size cannot be read off the weights: pass window_size= (and img_size=)")
     patch, stages = fields["patch_size"], len(fields["depths"])
     if ckpt.img_size is not None:
         merged["img_size"] = tuple(ckpt.img_size)
@@ -240,6 +241,8 @@ def build_swin(ckpt, overrides, source):
     elif _first_mask(ckpt.buffers) is not None:  # the original's masks: (windows, n, n) of stage 0
         grid = _square(_first_mask(ckpt.buffers).shape[0], source, "stage 0's attn_mask windows") * merged["window_size"]
         merged["img_size"] = (grid * patch[0], grid * patch[1])
+    elif "img_size" in overrides:  # a bare state dict: the caller says what it was trained at
+        merged["img_size"] = overrides["img_size"]
     else:  # the standard relation: the last stage's grid is one window
         side = merged["window_size"] * 2 ** (stages - 1)
         merged["img_size"] = (side * patch[0], side * patch[1])
@@ -265,9 +268,8 @@ def build_swin(ckpt, overrides, source):
     state = dict(ckpt.state)
     for name, shape in cfg.parameter_shapes().items():
         if name.endswith("relative_position_bias_table") and tuple(state[name].shape) != tuple(shape):
-            old = (math.isqrt(state[name].shape[0]) + 1) // 2
             i = int(name.split(".")[1])
-            state[name] = resize_relpos_table(state[name], (old, old), cfg.stage_window(i)[0])
+            state[name] = resize_relpos_table(state[name], file_cfg.stage_window(i)[0], cfg.stage_window(i)[0])
     if cfg.ape and cfg.grid_size != file_cfg.grid_size:
         state["absolute_pos_embed"] = resample_pos_embed(state["absolute_pos_embed"], file_cfg.grid_size,
                                                          cfg.grid_size, 0, "bicubic")

@@ -176,15 +176,23 @@ class Model:
         return Pass(self.backend, train=train, rng=rng, grad=grad, fused=fused, memo={}, observer=observer)
 
     def _map_images(self, features, x, run):
-        """``features(images)`` over the batch as the backend shares it out (on NumPy: each thread
-        whole images), concatenated in order.  For fused eval passes only: dropout masks and
-        caches must not depend on how the batch was split.  An observed pass runs whole, so the
-        observer sees the batch in order."""
-        if run.observer is not None:
-            return features(x)
-        parts = self.backend.map_batch(lambda lo, hi: features(x[lo:hi]), x.shape[0],
-                                       self._tokens_per_image())
-        return parts[0] if len(parts) == 1 else self.backend.xp.concatenate(parts)
+        """``features(images, run)`` over the batch as the backend shares it out (on NumPy: each
+        thread whole images), concatenated in order.  For fused eval passes only: dropout masks
+        and caches must not depend on how the batch was split.  An observer is forked for each
+        share and joined afterwards (model/observe.py), or, if it cannot be, sees the batch whole."""
+        obs = run.observer
+        if obs is not None and obs.fork() is None:
+            return features(x, run)
+
+        def share(lo, hi):
+            sub = obs.fork() if obs is not None else None
+            return features(x[lo:hi], run._replace(observer=sub)), sub
+
+        parts = self.backend.map_batch(share, x.shape[0], self._tokens_per_image())
+        if obs is not None:
+            obs.join([sub for _, sub in parts], self.backend.xp)
+        out = [h for h, _ in parts]
+        return out[0] if len(out) == 1 else self.backend.xp.concatenate(out)
 
     # --- seeing inside ------------------------------------------------------------------------
     def attention_maps(self, x, layers=None) -> list:

@@ -12,9 +12,12 @@ and a ``backward`` after such a forward (``grad=True``) calls, last block first,
 ``obs.attention_grad(prefix, probs, dprobs)``: the probabilities again and the gradient of the
 backward's objective with respect to them (before attention dropout).
 
-A pass with an observer runs on the calling thread's schedule (the fused kernels still split their
-rows over the pool), so the calls come in order; computing the probabilities costs one more
-q k^T product for each wanted attention, nothing for the others.  npvit.explain builds on this.
+An eval pass shares its batch out to threads, each taking whole images (``Model._map_images``); an
+observer that can follow that says so by ``fork()``: each share is shown to a fresh observer of its
+own, and ``join(forks)`` then merges them in image order.  An observer whose ``fork()`` returns None
+sees the batch whole, on the calling thread's schedule (the fused kernels still split their rows
+over the pool).  Computing the probabilities costs one more q k^T product for each wanted
+attention, nothing for the others.  npvit.explain builds on this.
 """
 
 
@@ -32,6 +35,13 @@ class Observer:
 
     def block_output(self, index, h):
         pass
+
+    def fork(self):
+        """A fresh observer for a share of the batch, or None to see the batch whole."""
+        return None
+
+    def join(self, forks, xp):
+        """Take in what the forks (in image order) observed; ``xp`` the backend's array module."""
 
 
 class Recorder(Observer):
@@ -51,3 +61,11 @@ class Recorder(Observer):
     def block_output(self, index, h):
         if index in self.indices:
             self.outputs[index] = h.copy()
+
+    def fork(self):
+        return Recorder(self.prefixes, self.indices)
+
+    def join(self, forks, xp):
+        for name in ("probs", "outputs"):
+            parts = [getattr(f, name) for f in forks]
+            getattr(self, name).update({k: xp.concatenate([p[k] for p in parts]) for k in parts[0]})

@@ -83,7 +83,7 @@ class SwinTransformer(Model):
         """The final-norm feature map (B, H, W, C) in eval mode, as timm's ``forward_features``."""
         x, run = self._check_input(x), self._pass(train=False, grad=False)
         if run.fused:
-            h = self._map_images(lambda images: self._features(images, run)[0], x, run)
+            h = self._map_images(lambda images, r: self._features(images, r)[0], x, run)
         else:
             h = self._features(x, run)[0]
         return h.reshape(h.shape[0], *self.config.stage_grid(self.config.num_stages - 1), -1)
@@ -101,8 +101,9 @@ class SwinTransformer(Model):
         cfg = self.config
         take = _take_indices(cfg.num_stages, indices)
         rec = Recorder(indices=take)
-        x = self._check_input(x)
-        final, _ = self._features(x, self._pass(train=False, grad=False, observer=rec))
+        x, run = self._check_input(x), self._pass(train=False, grad=False, observer=rec)
+        final = self._map_images(lambda images, r: self._features(images, r)[0], x, run) if run.fused \
+            else self._features(x, run)[0]
         out = []
         for i in take:
             y = rec.outputs[i]
@@ -126,7 +127,7 @@ class SwinTransformer(Model):
 
     def _forward(self, x, run):
         if run.fused:
-            h, caches = self._map_images(lambda images: self._features(images, run)[0], x, run), None
+            h, caches = self._map_images(lambda images, r: self._features(images, r)[0], x, run), None
         else:
             h, caches = self._features(x, run)
         out, head = self._head_forward(h, run)

@@ -78,7 +78,7 @@ class VisionTransformer(Model):
         """Final-norm token features (B, N, D) in eval mode (no head, no pooling)."""
         x, run = self._check_input(x), self._pass(train=False, grad=False)
         if run.fused:
-            return self._map_images(lambda images: self._features(images, run)[0], x, run)
+            return self._map_images(lambda images, r: self._features(images, r)[0], x, run)
         return self._features(x, run)[0]
 
     def forward_intermediates(self, x, indices=None, norm=False, output_fmt="NCHW", intermediates_only=False,
@@ -98,8 +98,9 @@ class VisionTransformer(Model):
         cfg = self.config
         take = _take_indices(cfg.depth, indices)
         rec = Recorder(indices=take)
-        x = self._check_input(x)
-        final, _ = self._features(x, self._pass(train=False, grad=False, observer=rec))
+        x, run = self._check_input(x), self._pass(train=False, grad=False, observer=rec)
+        final = self._map_images(lambda images, r: self._features(images, r)[0], x, run) if run.fused \
+            else self._features(x, run)[0]
         P, (gh, gw) = cfg.num_prefix_tokens, cfg.grid_size
         out = []
         for i in take:
@@ -140,7 +141,7 @@ class VisionTransformer(Model):
             # block then computes those rows alone (the head reads h[:, 0] and h[:, 1] either way);
             # not when an observer looks at every row.
             prefix_only = self.config.classifier == "token" and run.observer is None
-            h, caches = self._map_images(lambda images: self._features(images, run, prefix_only)[0], x, run), None
+            h, caches = self._map_images(lambda images, r: self._features(images, r, prefix_only)[0], x, run), None
         else:
             h, caches = self._features(x, run)
         out, head = self._head_forward(h, run)
