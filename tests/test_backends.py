@@ -47,7 +47,9 @@ def test_cupy_is_imported_only_in_its_backend_and_torch_never_at_module_level():
 
 
 def test_import_npvit_needs_only_numpy():
-    code = ("import sys, npvit; bad = [m for m in ('torch', 'scipy', 'cupy', 'PIL') if m in sys.modules];"
+    """Nor does it load what only some users need (readers, preprocessing, explanations)."""
+    code = ("import sys, npvit; bad = [m for m in ('torch', 'scipy', 'cupy', 'PIL', 'npvit.formats', "
+            "'npvit.preprocess', 'npvit.explain', 'npvit.distributed') if m in sys.modules];"
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PKG.parent)

@@ -20,27 +20,24 @@ Tags: ``vit_base_patch16_224.augreg2_in21k_ft_in1k`` builds ``vit_base_patch16_2
 class count and preprocessing of that pretrained configuration (``PRETRAINED_TAGS``, checked
 against timm's own registry by the tests).  The weights themselves come from ``npvit.load``.
 """
-from ..preprocess.config import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, PreprocessConfig
-
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-# tag -> (classes, mean, std, crop_pct at 224): timm's pretrained_cfg for the tags npvit's variants have
+# tag -> (classes, normalisation, crop_pct at 224): timm's pretrained_cfg for the tags npvit's variants
+# have; the normalisation is named here and looked up when a model is built (``tag_preprocess``),
+# so that ``import npvit`` does not load the preprocessing package.
 _RECIPES = {
-    "augreg2_in21k_ft_in1k": (1000, INCEPTION_MEAN, INCEPTION_STD, 0.9),
-    "augreg_in1k": (1000, INCEPTION_MEAN, INCEPTION_STD, 0.9),
-    "augreg_in21k": (21843, INCEPTION_MEAN, INCEPTION_STD, 0.9),
-    "augreg_in21k_ft_in1k": (1000, INCEPTION_MEAN, INCEPTION_STD, 0.9),
-    "orig_in21k": (0, INCEPTION_MEAN, INCEPTION_STD, 0.9),            # timm ships it without a head
-    "orig_in21k_ft_in1k": (1000, INCEPTION_MEAN, INCEPTION_STD, 0.9),
-    "sam_in1k": (1000, INCEPTION_MEAN, INCEPTION_STD, 0.9),
-    "bamboo": (115217, _CLIP_MEAN, _CLIP_STD, 1.0),
-    "dino": (0, IMAGENET_MEAN, IMAGENET_STD, 0.9),
-    "mae": (0, IMAGENET_MEAN, IMAGENET_STD, 0.9),
-    "fb_in1k": (1000, IMAGENET_MEAN, IMAGENET_STD, 0.9),
-    "ms_in1k": (1000, IMAGENET_MEAN, IMAGENET_STD, 0.9),
-    "ms_in22k": (21841, IMAGENET_MEAN, IMAGENET_STD, 0.9),
-    "ms_in22k_ft_in1k": (1000, IMAGENET_MEAN, IMAGENET_STD, 0.9),
+    "augreg2_in21k_ft_in1k": (1000, "inception", 0.9),
+    "augreg_in1k": (1000, "inception", 0.9),
+    "augreg_in21k": (21843, "inception", 0.9),
+    "augreg_in21k_ft_in1k": (1000, "inception", 0.9),
+    "orig_in21k": (0, "inception", 0.9),            # timm ships it without a head
+    "orig_in21k_ft_in1k": (1000, "inception", 0.9),
+    "sam_in1k": (1000, "inception", 0.9),
+    "bamboo": (115217, "clip", 1.0),
+    "dino": (0, "imagenet", 0.9),
+    "mae": (0, "imagenet", 0.9),
+    "fb_in1k": (1000, "imagenet", 0.9),
+    "ms_in1k": (1000, "imagenet", 0.9),
+    "ms_in22k": (21841, "imagenet", 0.9),
+    "ms_in22k_ft_in1k": (1000, "imagenet", 0.9),
 }
 _AUGREG = ("augreg_in21k", "augreg_in21k_ft_in1k")
 _SWIN = ("ms_in1k", "ms_in22k", "ms_in22k_ft_in1k")
@@ -88,10 +85,16 @@ def tag_settings(tag):
 
 def tag_preprocess(tag, img_size):
     """timm's eval preprocessing for a tag at ``img_size`` (bicubic, center crop; no crop above 224)."""
-    _, mean, std, crop_pct = _RECIPES[tag]
+    from ..preprocess import config
+
+    stats = {"inception": (config.INCEPTION_MEAN, config.INCEPTION_STD),
+             "imagenet": (config.IMAGENET_MEAN, config.IMAGENET_STD),
+             "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}
+    _, norm, crop_pct = _RECIPES[tag]
+    mean, std = stats[norm]
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    return PreprocessConfig(input_size=size, interpolation="bicubic", crop_mode="center",
-                            crop_pct=crop_pct if max(size) <= 224 else 1.0, mean=mean, std=std)
+    return config.PreprocessConfig(input_size=size, interpolation="bicubic", crop_mode="center",
+                                   crop_pct=crop_pct if max(size) <= 224 else 1.0, mean=mean, std=std)
 
 
 _SAME = ("qkv_bias", "mlp_ratio", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "num_classes")
