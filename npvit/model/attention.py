@@ -124,9 +124,12 @@ class GlobalAttention(Attention):
         return self._attend_fused(q, k, v, run), None
 
     def backward(self, da, cache, grads):
-        self._show_attention_grad(da, cache.attn, cache.observer)
-        dqkv, _ = attention_backward(da, cache.attn)
-        return self._qkv_backward(dqkv, cache.qkv, grads)
+        qkv, attn, observer = cache     # handed over: q, k, v go before the qkv backward runs
+        del cache
+        self._show_attention_grad(da, attn, observer)
+        dqkv, _ = attention_backward(da, attn)
+        del attn
+        return self._qkv_backward(dqkv, qkv, grads)
 
 
 class WindowAttentionCache(NamedTuple):
@@ -168,15 +171,18 @@ class WindowAttention(Attention):
         return a, (WindowAttentionCache(qkv_cache, attn, relpos, obs) if run.grad else None)
 
     def backward(self, da, cache, grads):
-        be, L = cache.relpos.backend, self.layout
+        qkv, attn, relpos, observer = cache  # handed over: q, k, v go before the qkv backward runs
+        del cache
+        be, L = relpos.backend, self.layout
         B, N, C = da.shape
         da = merge_windows_backward(da.reshape(B, *L.grid, C), L, be)                # (B, nW, n, C)
-        self._show_attention_grad(da, cache.attn, cache.observer)
-        dwindows, dbias = attention_backward(da, cache.attn)
+        self._show_attention_grad(da, attn, observer)
+        dwindows, dbias = attention_backward(da, attn)
+        del attn
         dbias = dbias.sum(axis=0) if dbias.ndim == 4 else dbias                     # over the windows
-        grads[self.prefix + "attn.relative_position_bias_table"] = relpos_bias_backward(dbias, cache.relpos)
+        grads[self.prefix + "attn.relative_position_bias_table"] = relpos_bias_backward(dbias, relpos)
         dqkv, dpad = windows_backward(dwindows, L, be, with_value=self.qkv_bias)
-        dh = self._qkv_backward(dqkv.reshape(B, N, 3 * C), cache.qkv, grads)
+        dh = self._qkv_backward(dqkv.reshape(B, N, 3 * C), qkv, grads)
         if dpad is not None:
             grads[self.prefix + "attn.qkv.bias"] = grads[self.prefix + "attn.qkv.bias"] + dpad
         return dh

@@ -53,15 +53,15 @@ class TransformerBlock:
     def backward(self, dh, cache, grads, backend):
         """Gradient of the block input from that of its output; parameter gradients into ``grads``."""
         b = self.prefix
-        attn, proj, fc1, fc2 = cache   # unpacked, so each sublayer's activations go once used
+        # Each sublayer's cache is handed over (popped), so its activations are freed as soon as
+        # its backward is done: the backward's peak memory holds one sublayer's, not the block's.
+        caches = list(cache)                                # [attn, proj, fc1, fc2]
         del cache
         # MLP sublayer
-        dm, grads[b + "mlp.fc2.weight"], grads[b + "mlp.fc2.bias"] = linear_residual_backward(dh, fc2)
+        dm, grads[b + "mlp.fc2.weight"], grads[b + "mlp.fc2.bias"] = linear_residual_backward(dh, caches.pop())
         dm, grads[b + "norm2.weight"], grads[b + "norm2.bias"], grads[b + "mlp.fc1.weight"], \
-            grads[b + "mlp.fc1.bias"] = norm_linear_backward(dm, fc1)
-        del fc1, fc2
+            grads[b + "mlp.fc1.bias"] = norm_linear_backward(dm, caches.pop())
         dh = residual_backward(dh, dm, backend)
         # attention sublayer
-        da, grads[b + "attn.proj.weight"], grads[b + "attn.proj.bias"] = linear_residual_backward(dh, proj)
-        del proj
-        return residual_backward(dh, self.attention.backward(da, attn, grads), backend)
+        da, grads[b + "attn.proj.weight"], grads[b + "attn.proj.bias"] = linear_residual_backward(dh, caches.pop())
+        return residual_backward(dh, self.attention.backward(da, caches.pop(), grads), backend)

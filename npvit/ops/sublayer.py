@@ -56,12 +56,18 @@ def norm_linear_forward(x, norm_weight, norm_bias, eps, weight, bias, run, act=N
 
 
 def norm_linear_backward(dy, cache):
-    """Returns (dx, dnorm_weight, dnorm_bias, dweight, dbias)."""
-    dy = dropout_backward(dy, cache.drop)
-    if cache.act is not None:
-        dy = gelu_backward(dy, cache.act)
-    dy, dweight, dbias = linear_backward(dy, cache.linear)
-    dx, dnorm_weight, dnorm_bias = layernorm_backward(dy, cache.norm)
+    """Returns (dx, dnorm_weight, dnorm_bias, dweight, dbias).  Each op's cache is let go once its
+    backward is done (the caller hands the cache over), as the forward made them in reverse."""
+    norm, linear, act, drop = cache
+    del cache
+    dy = dropout_backward(dy, drop)
+    del drop
+    if act is not None:
+        dy = gelu_backward(dy, act)
+    del act                                                    # GELU'(x): 4 times the width
+    dy, dweight, dbias = linear_backward(dy, linear)
+    del linear
+    dx, dnorm_weight, dnorm_bias = layernorm_backward(dy, norm)
     return dx, dnorm_weight, dnorm_bias, dweight, dbias
 
 
