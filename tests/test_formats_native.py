@@ -121,7 +121,7 @@ def _convert(*argv):
 
 def test_convert_to_timm_safetensors_and_back(tmp_path, capsys):
     """official npz -> timm safetensors (our writer) -> timm's own model, and -> npvit npz -> npvit."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("timm")
     from formats_refs import write_flax_npz
     from safetensors.torch import load_file

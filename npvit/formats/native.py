@@ -11,16 +11,19 @@ Arrays are stored as they are, so loading gives back the same bits.
 """
 import json
 import os
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from ..model.schema import parameter_shapes
 from ..model.config import SwinConfig
+from ..model.schema import parameter_shapes
 from .atomic import atomic_write
 from .checkpoint import Checkpoint
 from .errors import CheckpointError
 from .fields import Fields, parse_json, preprocess_config, swin_config, vit_config
+
+if TYPE_CHECKING:
+    from ..model.base import Model
 
 META_KEY = "__npvit__"
 VERSION = 1
@@ -30,7 +33,7 @@ def is_native(arrays):
     return META_KEY in arrays
 
 
-def save(model: "npvit.model.base.Model", path: Union[str, os.PathLike]) -> Union[str, os.PathLike]:
+def save(model: "Model", path: Union[str, os.PathLike]) -> Union[str, os.PathLike]:
     """Write ``model`` (weights, config, preprocessing) to ``path`` atomically; returns ``path``.
 
     ``path`` must be a new name, a regular file (replaced) or a link to one; a directory, device,

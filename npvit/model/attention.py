@@ -19,8 +19,7 @@ from ..ops.attention import (apply_probs, attention_backward, attention_forward,
                              attention_probs_from_cache, attention_probs_grad)
 from ..ops.relpos import relative_position_index, relpos_bias_backward, relpos_bias_forward
 from ..ops.sublayer import norm_linear_backward, norm_linear_forward
-from ..ops.window import (WindowLayout, merge_windows_backward, merge_windows_forward, shift_mask,
-                          windows_backward, windows_forward)
+from ..ops.window import merge_windows_backward, merge_windows_forward, shift_mask, windows_backward, windows_forward
 
 
 class Attention:
