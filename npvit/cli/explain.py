@@ -63,7 +63,9 @@ def run(args):
         raise ValueError(f"--discard-ratio must be in [0, 1), got {args.discard_ratio}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    items = _collect(args.images)
+    from .predict import image_inputs
+
+    items = image_inputs(args.images)          # [(path, name under the output folder)]
     targets = None if args.json else _output_paths(items, args.out, args.images)
     if args.json and args.out != "-":
         from ..formats.atomic import resolve_target
@@ -102,25 +104,6 @@ def run(args):
 
 
 # --- inputs and outputs -------------------------------------------------------------------------
-def _collect(args):
-    """[(path, name under the output folder)]: files as given, folders expanded (recursively)."""
-    from ..preprocess.images import list_image_files
-
-    items = []
-    for arg in args:
-        p = Path(arg)
-        if p.is_dir():
-            found = list_image_files(p)
-            if not found:
-                raise ValueError(f"folder {p} holds no image files (looked for .jpg, .png, ... recursively)")
-            items.extend((f, f.relative_to(p)) for f in found)
-        elif p.exists():
-            items.append((p, Path(p.name)))
-        else:
-            raise FileNotFoundError(f"image file or folder not found: {p}")
-    return items
-
-
 def _output_paths(items, out, args):
     """{input path: picture to write}; refuses two inputs that would land on one file."""
     from ..preprocess.images import IMAGE_SUFFIXES

@@ -117,9 +117,15 @@ def _run_on_dask(args, paths, labels):
 
 def collect_images(args):
     """Files as given, folders expanded to their image files (recursively, sorted)."""
+    return [path for path, _ in image_inputs(args)]
+
+
+def image_inputs(args):
+    """[(path, its name relative to the folder it was found in)]: files as given (named by their
+    file name), folders expanded to their image files (recursively, sorted)."""
     from ..preprocess.images import list_image_files
 
-    paths = []
+    items = []
     for arg in args:
         p = Path(arg)
         if p.is_dir():
@@ -127,12 +133,12 @@ def collect_images(args):
             if not found:
                 raise ValueError(f"folder {p} holds no image files (looked for .jpg, .png, ... "
                                  "recursively)")
-            paths.extend(found)
+            items.extend((f, f.relative_to(p)) for f in found)
         elif p.exists():
-            paths.append(p)
+            items.append((p, Path(p.name)))
         else:
             raise FileNotFoundError(f"image file or folder not found: {p}")
-    return paths
+    return items
 
 
 def _predict_batch(model, batch, args, labels):

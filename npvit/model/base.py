@@ -194,6 +194,13 @@ class Model:
         out = [h for h, _ in parts]
         return out[0] if len(out) == 1 else self.backend.xp.concatenate(out)
 
+    def _eval_features(self, x, observer=None):
+        """Final-norm token features of an eval pass (the fused schedule where the model allows it)."""
+        x, run = self._check_input(x), self._pass(train=False, grad=False, observer=observer)
+        if run.fused:
+            return self._map_images(lambda images, r: self._features(images, r)[0], x, run)
+        return self._features(x, run)[0]
+
     # --- seeing inside ------------------------------------------------------------------------
     def attention_maps(self, x, layers=None) -> list:
         """Post-softmax attention probabilities of the selected blocks, in block order: one

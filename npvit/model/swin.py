@@ -81,11 +81,7 @@ class SwinTransformer(Model):
     # --- forward ---------------------------------------------------------------------------
     def forward_features(self, x):
         """The final-norm feature map (B, H, W, C) in eval mode, as timm's ``forward_features``."""
-        x, run = self._check_input(x), self._pass(train=False, grad=False)
-        if run.fused:
-            h = self._map_images(lambda images, r: self._features(images, r)[0], x, run)
-        else:
-            h = self._features(x, run)[0]
+        h = self._eval_features(x)
         return h.reshape(h.shape[0], *self.config.stage_grid(self.config.num_stages - 1), -1)
 
     def forward_intermediates(self, x, indices=None, norm=False, output_fmt="NCHW", intermediates_only=False):
@@ -101,9 +97,7 @@ class SwinTransformer(Model):
         cfg = self.config
         take = _take_indices(cfg.num_stages, indices)
         rec = Recorder(indices=take)
-        x, run = self._check_input(x), self._pass(train=False, grad=False, observer=rec)
-        final = self._map_images(lambda images, r: self._features(images, r)[0], x, run) if run.fused \
-            else self._features(x, run)[0]
+        final = self._eval_features(x, observer=rec)
         out = []
         for i in take:
             y = rec.outputs[i]

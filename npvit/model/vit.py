@@ -76,10 +76,7 @@ class VisionTransformer(Model):
     # --- forward ---------------------------------------------------------------------------
     def forward_features(self, x):
         """Final-norm token features (B, N, D) in eval mode (no head, no pooling)."""
-        x, run = self._check_input(x), self._pass(train=False, grad=False)
-        if run.fused:
-            return self._map_images(lambda images, r: self._features(images, r)[0], x, run)
-        return self._features(x, run)[0]
+        return self._eval_features(x)
 
     def forward_intermediates(self, x, indices=None, norm=False, output_fmt="NCHW", intermediates_only=False,
                               return_prefix_tokens=False):
@@ -98,9 +95,7 @@ class VisionTransformer(Model):
         cfg = self.config
         take = _take_indices(cfg.depth, indices)
         rec = Recorder(indices=take)
-        x, run = self._check_input(x), self._pass(train=False, grad=False, observer=rec)
-        final = self._map_images(lambda images, r: self._features(images, r)[0], x, run) if run.fused \
-            else self._features(x, run)[0]
+        final = self._eval_features(x, observer=rec)
         P, (gh, gw) = cfg.num_prefix_tokens, cfg.grid_size
         out = []
         for i in take:
