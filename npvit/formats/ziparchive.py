@@ -184,12 +184,7 @@ def read_member(path, z, info, spec):
         else:
             with z.open(info) as f:
                 f.read(header_bytes)
-                got = 0
-                while got < len(buf):
-                    n = f.readinto(buf[got:])
-                    if not n:
-                        break
-                    got += n
+                got = _read_into(f, buf)
                 extra = f.read(1)   # reaching the end makes zipfile check the CRC
     except _ZIP_ERRORS as exc:
         raise CheckpointError(f"{where}: the archive is truncated or corrupted ({_why(exc)}); "
@@ -198,6 +193,17 @@ def read_member(path, z, info, spec):
         raise CheckpointError(f"{where}: holds {'more' if extra else 'fewer'} bytes than its "
                               "header declares: the file is truncated or corrupted")
     return flat.reshape(shape, order="F" if order else "C")
+
+
+def _read_into(f, buf):
+    """Fill ``buf`` from the file object ``f`` as far as it goes; returns the bytes read."""
+    got = 0
+    while got < len(buf):
+        n = f.readinto(buf[got:])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _read_stored(path, info, header_bytes, buf):
@@ -214,12 +220,7 @@ def _read_stored(path, info, header_bytes, buf):
             raise zipfile.BadZipFile(f"the local header names {name[:60]!r}, the directory {info.orig_filename!r}")
         f.seek(extra_len, os.SEEK_CUR)
         crc = zlib.crc32(f.read(header_bytes))
-        got = 0
-        while got < len(buf):
-            n = f.readinto(buf[got:])
-            if not n:
-                break
-            got += n
+        got = _read_into(f, buf)
         crc = zlib.crc32(buf[:got], crc)
         if got == len(buf) and crc != info.CRC:
             raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
