@@ -4,6 +4,7 @@ The loop's data-parallel arithmetic (each rank's share of every batch, the flat 
 errors every rank must see) is the same whatever carries the sums, so these checks run in seconds
 on threads; tests/test_mpi.py runs the real thing under ``mpiexec``.
 """
+import dataclasses
 import pickle
 import threading
 
@@ -106,6 +107,37 @@ def test_ranks_train_like_one_process(size, opt):
     for m in models:
         assert_same_weights(one, m)
     assert not np.allclose(one.params["head.weight"], tiny("float64").params["head.weight"])  # it trained
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_exact_shards_make_ranks_equal_one_process_bit_for_bit(size):
+    """With exact_shards=4 every batch is 4 shards added in one pairwise tree: 2 ranks (an Allreduce
+    of two) and 4 ranks (a gather, then the tree in rank order) give one process's weights exactly,
+    augmentation and dropout included; without it they differ in the last bits (the test above)."""
+    data, held = toy_data(40), toy_data(8, seed=1)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=3e-3, warmup_epochs=1, label_smoothing=0.1, clip_grad=0.5,
+                      scale=(0.5, 1.0), hflip=0.5, seed=5, exact_shards=4)
+    one = tiny("float64", drop_path_ratio=0.2)
+    train(one, data, held, cfg, progress=False)
+    models = [tiny("float64", drop_path_ratio=0.2) for _ in range(size)]
+    results = run_ranks(size, lambda r, comm: train(models[r], data, held, cfg, progress=False, comm=comm))
+    assert not any(isinstance(h, BaseException) for h in results), results
+    for m in models:
+        for n in one.params:
+            np.testing.assert_array_equal(m.params[n], one.params[n], err_msg=n)
+    plain = tiny("float64", drop_path_ratio=0.2)                   # the control: another order of additions
+    train(plain, data, held, dataclasses.replace(cfg, exact_shards=1), progress=False)
+    assert any(not np.array_equal(plain.params[n], one.params[n]) for n in one.params)
+
+
+def test_exact_shards_that_the_ranks_cannot_share_are_refused():
+    cfg = TrainConfig(epochs=1, batch_size=8, exact_shards=2)
+    results = run_ranks(4, lambda r, comm: train(tiny(), toy_data(12), None, cfg, progress=False, comm=comm))
+    assert all("exact_shards=2 does not divide among 4 ranks" in str(e) for e in results), results
+    with pytest.raises(ValueError, match="power of two"):
+        TrainConfig(exact_shards=3)
+    with pytest.raises(ValueError, match="accum_steps=1"):
+        TrainConfig(exact_shards=2, accum_steps=2)
 
 
 def test_ranks_with_loss_scaling_train_like_one_process():

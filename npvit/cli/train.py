@@ -36,6 +36,9 @@ OPTIONS = {  # flag -> (TrainConfig field, type, help)
     "--hflip": ("hflip", float, "horizontal flip probability"),
     "--invert": ("invert", float, "probability of inverting an image (x -> 1 - x)"),
     "--seed": ("seed", int, "seed of every random draw (order, augmentation, dropout)"),
+    "--exact-shards": ("exact_shards", int, "split each batch into N shards (a power of two) added in a "
+                       "fixed order: --distributed over K ranks (K dividing N) then equals one process "
+                       "bit for bit"),
 }
 MODEL_OPTIONS = {  # flag -> (type, nargs, {architecture: config field})
     "--img-size": (int, None, {"vit": "img_size", "swin": "img_size"}),

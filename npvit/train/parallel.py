@@ -8,10 +8,21 @@ settings every rank must agree on.
                              Allreduce per optimizer step; the gradients come back as views of it
     run_settings(...)        what the ranks compare before anything else (small JSON values and
                              digests of the data); the weights are compared once loaded
+    tree_sum(parts, add)     ((p0 + p1) + (p2 + p3)) + ...: the fixed order of ``exact_shards``
 """
 import hashlib
 
 import numpy as np
+
+
+def tree_sum(parts, add):
+    """Pairwise sum in a fixed order, ((p0 + p1) + (p2 + p3)) + ...: any aligned power-of-two run of
+    ``parts`` is a subtree, so K ranks summing their own runs, then their results in rank order,
+    add exactly what one process adds."""
+    while len(parts) > 1:
+        pairs = [add(a, b) for a, b in zip(parts[::2], parts[1::2])]
+        parts = pairs + parts[len(pairs) * 2:]
+    return parts[0]
 
 
 def share(n, rank, size):
@@ -30,16 +41,22 @@ class GradientBuffer:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.buf = np.zeros(int(self.offsets[-1]) + 3, dtype=model.dtype)     # + loss, hits, flag
 
-    def reduce(self, comm, grads, loss_sum, hits, error, what):
+    def reduce(self, comm, grads, loss_sum, hits, error, what, tree=False):
         """Sum this rank's ``grads`` (None: no images this step), loss sum and hits over the ranks.
 
         Returns (gradients as views of the summed buffer, on the model's backend; loss sum; hits).
-        ``error``: this rank's exception, which every rank then raises (see comm.allreduce)."""
+        ``error``: this rank's exception, which every rank then raises (see comm.allreduce).
+        ``tree``: add the ranks' buffers in ``tree_sum``'s order (an Allreduce of more than two
+        may add them in any order), by gathering them instead."""
         buf, host = self.buf, self.backend.to_numpy
         for k, lo, hi in zip(self.names, self.offsets[:-1], self.offsets[1:]):
             buf[lo:hi] = 0 if grads is None or error is not None else host(grads[k]).ravel()
         buf[-3], buf[-2] = (loss_sum, hits) if error is None else (0, 0)
-        comm.allreduce(buf, error, what)
+        if tree and comm.size > 2:
+            comm.allreduce(np.zeros(1), error, what)        # a failure on any rank raises on all
+            buf[:-1] = tree_sum(comm.allgather(buf[:-1].copy()), lambda a, b: a + b)
+        else:  # two ranks: a + b is b + a, bit for bit
+            comm.allreduce(buf, error, what)
         summed = {k: buf[lo:hi].reshape(shape)
                   for k, shape, lo, hi in zip(self.names, self.shapes, self.offsets[:-1], self.offsets[1:])}
         if self.backend.name != "numpy":

@@ -58,7 +58,7 @@ from ..ops.loss import cross_entropy
 from ..predict import resolve_preprocess
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import TrainTransform, epoch_order, eval_batch
-from .parallel import GradientBuffer, run_settings, share, weights_digest
+from .parallel import GradientBuffer, run_settings, share, tree_sum, weights_digest
 
 CHECKPOINT, MODEL, METRICS = "checkpoint.npz", "model.npz", "metrics"
 METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_top1", "eval_loss", "eval_top1",
@@ -98,6 +98,11 @@ class TrainConfig:
     master_dtype: str = "float32"
     seed: int = 0
     eval_batch_size: int = 256
+    # Split every batch into this many shards (a power of two) whose gradients are added in a fixed
+    # pairwise tree: a run on K ranks (K dividing it) then gives bit for bit the weights of one
+    # process, since each rank computes whole shards and the ranks complete the tree's top.  1: the
+    # batch in one pass, and K ranks equal one process only up to rounding (which training grows).
+    exact_shards: int = 1
 
     def __post_init__(self):
         for name in ("betas", "scale", "ratio", "no_decay", "trainable"):
@@ -115,6 +120,11 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (self.clip_grad is None or self.clip_grad > 0, f"clip_grad must be > 0, got {self.clip_grad}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.exact_shards >= 1 and self.exact_shards & (self.exact_shards - 1) == 0,
+             f"exact_shards must be a power of two (1, 2, 4, ...), got {self.exact_shards}"),
+            (self.exact_shards == 1 or self.accum_steps == 1,
+             "exact_shards needs accum_steps=1 (the accumulated micro-batches would be added in another "
+             "order on one process than over the ranks)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -159,6 +169,9 @@ def _train(model, train_data, eval_data, config, out, resume, progress, stop_aft
             raise ValueError(f"the batch of {cfg.batch_size} images does not divide among {comm.size} ranks: "
                              f"choose a batch size that is a multiple of {comm.size} (each rank takes "
                              f"batch_size / {comm.size} images of every batch)")
+        if cfg.exact_shards > 1 and cfg.exact_shards % comm.size:
+            raise ValueError(f"exact_shards={cfg.exact_shards} does not divide among {comm.size} ranks: "
+                             f"choose a multiple of {comm.size} (each rank computes whole shards)")
         stream = stream if stream is not None else sys.stderr
         pre = resolve_preprocess(model)
         if model.preprocess is None:
@@ -256,8 +269,9 @@ def _train_step(model, opt, sched, scaler, transform, data, chunk, cfg, step, ep
         if flat is None:
             raise
         grads, loss_total, right, error = None, 0.0, 0, exc
-    if flat is not None:  # the one Allreduce of the step
-        grads, loss_total, right = flat.reduce(comm, grads, loss_total, right, error, f"training step {step + 1}")
+    if flat is not None:  # the one Allreduce of the step (an exact-shard run gathers instead, for > 2 ranks)
+        grads, loss_total, right = flat.reduce(comm, grads, loss_total, right, error, f"training step {step + 1}",
+                                               tree=cfg.exact_shards > 1)
     if scaler is not None:
         grads = scaler.unscale(grads)
     if cfg.clip_grad:
@@ -272,44 +286,76 @@ def _train_step(model, opt, sched, scaler, transform, data, chunk, cfg, step, ep
 
 def _local_gradients(model, opt, scaler, transform, data, chunk, cfg, step, epoch, s, steps_per_epoch, pre, comm):
     """This rank's share of one step: (gradient sum or None, loss sum, top-1 hits) of its images."""
-    backend = model.backend
     n = len(chunk)
+    if cfg.exact_shards > 1:
+        return _shard_gradients(model, opt, scaler, transform, data, chunk, cfg, step, epoch, s,
+                                steps_per_epoch, pre, comm)
     grads, loss_total, right = None, 0.0, 0
     for m, start in enumerate(range(0, n, cfg.batch_size)):
         batch = chunk[start:start + cfg.batch_size]
         lo, hi = share(len(batch), comm.rank, comm.size)
         if lo == hi:  # a last batch with fewer images than ranks: none for this one
             continue
-        idx = batch[lo:hi]
-        part = slice(lo, hi) if comm.size > 1 else None
-        if transform is not None:
-            x = transform(data, batch, np.random.default_rng([cfg.seed, 1, step, m]), part=part)
-        else:
-            x = eval_batch(data, idx, pre)
-        y = data.labels[idx]
         key = (cfg.seed, 2, step, m) if comm.size == 1 else (cfg.seed, 2, step, m, comm.rank)
-        out = model.forward(backend.from_numpy(x, dtype=model.dtype), train=True, grad=True,
-                            rng=backend.rng(_derive(*key)))
-        loss, dout, logits = _loss(out, backend.from_numpy(y), cfg.label_smoothing)
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the training loss is {loss} at step {step + 1} (epoch {epoch + 1}, batch {s + 1} of "
-                f"{steps_per_epoch}); stopped before applying it. Lower the learning rate (now "
-                f"{opt.lr:.3g}), clip gradients (clip_grad / --clip-grad 1.0) or warm up longer; the "
-                "last checkpoint, if any, holds the previous epoch")
-        loss_total += loss * len(idx)
-        right += int((backend.to_numpy(logits).argmax(axis=1) == y).sum())
-        weight = len(idx) / n
-        dout = tuple(d * weight for d in dout) if isinstance(dout, tuple) else dout * weight
-        if scaler is not None:
-            dout = scaler.scale(dout)
-        _, g = model.backward(dout, input_grad=False)
+        g, loss, hits = _part_gradients(model, opt, scaler, transform, data, batch, lo, hi, n, cfg, step, m,
+                                        key, comm.size > 1, epoch, s, steps_per_epoch, pre)
+        loss_total += loss
+        right += hits
         if grads is None:
-            grads = {k: g[k] for k in opt.trainable}
+            grads = g
         else:
             for k in opt.trainable:
                 grads[k] += g[k]
     return grads, loss_total, right
+
+
+def _shard_gradients(model, opt, scaler, transform, data, chunk, cfg, step, epoch, s, steps_per_epoch, pre, comm):
+    """The same with ``exact_shards``: the (one) batch in S shards, this rank's S/K of them, their
+    gradients added in the pairwise tree that the ranks complete (``parallel.tree_sum``); dropout masks are
+    drawn per shard, so they do not depend on the number of ranks either."""
+    S, K = cfg.exact_shards, comm.size
+    parts, loss_total, right = [], 0.0, 0
+    for j in range(comm.rank * S // K, (comm.rank + 1) * S // K):
+        lo, hi = share(len(chunk), j, S)
+        if lo == hi:
+            continue
+        g, loss, hits = _part_gradients(model, opt, scaler, transform, data, chunk, lo, hi, len(chunk), cfg,
+                                        step, 0, (cfg.seed, 2, step, 0, j), True, epoch, s, steps_per_epoch, pre)
+        parts.append(g)
+        loss_total += loss
+        right += hits
+    grads = tree_sum(parts, lambda a, b: {k: a[k] + b[k] for k in a}) if parts else None
+    return grads, loss_total, right
+
+
+def _part_gradients(model, opt, scaler, transform, data, batch, lo, hi, n, cfg, step, m, key, split,
+                    epoch, s, steps_per_epoch, pre):
+    """(gradients, loss sum, top-1 hits) of images ``batch[lo:hi]`` of a step of ``n`` images; the
+    augmentation draws are the whole batch's (``part``), the dropout masks drawn from ``key``."""
+    backend = model.backend
+    idx = batch[lo:hi]
+    if transform is not None:
+        x = transform(data, batch, np.random.default_rng([cfg.seed, 1, step, m]),
+                      part=slice(lo, hi) if split else None)
+    else:
+        x = eval_batch(data, idx, pre)
+    y = data.labels[idx]
+    out = model.forward(backend.from_numpy(x, dtype=model.dtype), train=True, grad=True,
+                        rng=backend.rng(_derive(*key)))
+    loss, dout, logits = _loss(out, backend.from_numpy(y), cfg.label_smoothing)
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"the training loss is {loss} at step {step + 1} (epoch {epoch + 1}, batch {s + 1} of "
+            f"{steps_per_epoch}); stopped before applying it. Lower the learning rate (now "
+            f"{opt.lr:.3g}), clip gradients (clip_grad / --clip-grad 1.0) or warm up longer; the "
+            "last checkpoint, if any, holds the previous epoch")
+    hits = int((backend.to_numpy(logits).argmax(axis=1) == y).sum())
+    weight = len(idx) / n                                # each image's share of the step's mean
+    dout = tuple(d * weight for d in dout) if isinstance(dout, tuple) else dout * weight
+    if scaler is not None:
+        dout = scaler.scale(dout)
+    _, g = model.backward(dout, input_grad=False)
+    return {k: g[k] for k in opt.trainable}, loss * len(idx), hits
 
 
 def _loss(out, y, smoothing):
