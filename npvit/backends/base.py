@@ -151,12 +151,13 @@ class Backend:
         return f"<npvit backend {self.name}>"
 
 
-def _bias_act(y, bias, act, backend):
-    """y[:, :len(bias)] += bias, then y = act(y), in place (the tail of ``layernorm_linear``)."""
+def _bias_act(y, bias, act, backend, scratch=None):
+    """y[:, :len(bias)] += bias, then y = act(y), in place (the tail of ``layernorm_linear``);
+    ``scratch``: arrays like ``y`` a fused GELU may use."""
     if bias is not None:
         y[:, :bias.shape[0]] += bias
     if act is not None:
-        gelu_rows(y, act, backend, y)
+        gelu_rows(y, act, backend, y, scratch=scratch)
 
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)

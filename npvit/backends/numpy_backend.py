@@ -16,7 +16,6 @@ import threading
 
 import numpy
 
-from ..ops.activations import gelu_rows
 from ..ops.attention import LOG2E, attend, score_bias
 from ..ops.layernorm import layernorm_rows
 from .base import Backend, _bias_act
@@ -277,9 +276,7 @@ class NumpyBackend(Backend):
             scratch = [numpy.empty((block, width), x.dtype) for _ in range(3)]
             for s in range(lo, hi, block):                  # bias + GELU while the rows are in cache
                 e = min(s + block, hi)
-                if bias is not None:
-                    y[s:e, :bias.shape[0]] += bias
-                gelu_rows(y[s:e], act, self, y[s:e], scratch=[a[:e - s] for a in scratch])
+                _bias_act(y[s:e], bias, act, self, scratch=[a[:e - s] for a in scratch])
 
         self.parallel_for(work, M, work=M * width)  # no sums over rows: any split is exact
         return y.reshape(*x.shape[:-1], width)
