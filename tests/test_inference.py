@@ -1,5 +1,9 @@
 """The fused eval path (backend kernels, whole images per thread) against the op-by-op reference path,
 and each fused kernel against its plain twin on the Backend base class."""
+import contextlib
+import os
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -96,6 +100,20 @@ def _kernel_and_twin(be, name):
     return getattr(be, name), lambda *a, **k: getattr(Backend, name)(be, *a, **k)
 
 
+@contextlib.contextmanager
+def _sharing(share):
+    """Products shared out by "rows" or by "columns" however few their rows, and handed to the pool
+    however small (the hypothesis shapes are all below the size the pool would normally get)."""
+    from npvit.backends import numpy_backend
+
+    saved = numpy_backend.COLUMN_SPLIT_ROWS, numpy_backend.INLINE_BELOW
+    numpy_backend.COLUMN_SPLIT_ROWS, numpy_backend.INLINE_BELOW = (0 if share == "rows" else 1 << 30), 0
+    try:
+        yield
+    finally:
+        numpy_backend.COLUMN_SPLIT_ROWS, numpy_backend.INLINE_BELOW = saved
+
+
 def _serially(be, fn):
     """Run fn() as a thread that owns whole images does (kernels on the calling thread)."""
     return be.map_batch(lambda lo, hi: fn(), 1, 1)[0]
@@ -108,9 +126,9 @@ def _close(got, want, dtype):
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 300), D=st.integers(1, 24), width=st.integers(1, 40),
        act=st.sampled_from([None, "exact", "tanh"]), bias=st.sampled_from(["none", "full", "leading"]),
-       threads=st.integers(1, 3), serial=st.booleans(), dtype=st.sampled_from(["float32", "float64"]),
-       seed=st.integers(0, 2**31 - 1))
-def test_layernorm_linear_kernel_equals_its_twin(rows, D, width, act, bias, threads, serial, dtype, seed):
+       threads=st.integers(1, 3), serial=st.booleans(), share=st.sampled_from(["rows", "columns"]),
+       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**31 - 1))
+def test_layernorm_linear_kernel_equals_its_twin(rows, D, width, act, bias, threads, serial, share, dtype, seed):
     rng = np.random.default_rng(seed)
     be = _numpy_backend(threads)
     kernel, twin = _kernel_and_twin(be, "layernorm_linear")
@@ -121,7 +139,8 @@ def test_layernorm_linear_kernel_equals_its_twin(rows, D, width, act, bias, thre
     b = None if b is None else b.astype(dtype)
     normed, normed_twin = np.empty((rows, D), dtype), np.empty((rows, D), dtype)
     call = lambda: kernel(x, nw, nb, 1e-5, w, b, act=act, normed=normed)
-    got = _serially(be, call) if serial else call()
+    with _sharing(share):
+        got = _serially(be, call) if serial else call()
     want = twin(x, nw, nb, 1e-5, w, b, act=act, normed=normed_twin)
     assert got.shape == want.shape == (1, rows, width)
     _close(got, want, dtype)
@@ -130,9 +149,9 @@ def test_layernorm_linear_kernel_equals_its_twin(rows, D, width, act, bias, thre
 
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 300), D=st.integers(1, 24), width=st.integers(1, 40), bias=st.booleans(),
-       threads=st.integers(1, 3), serial=st.booleans(), dtype=st.sampled_from(["float32", "float64"]),
-       seed=st.integers(0, 2**31 - 1))
-def test_linear_residual_kernel_equals_its_twin(rows, D, width, bias, threads, serial, dtype, seed):
+       threads=st.integers(1, 3), serial=st.booleans(), share=st.sampled_from(["rows", "columns"]),
+       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**31 - 1))
+def test_linear_residual_kernel_equals_its_twin(rows, D, width, bias, threads, serial, share, dtype, seed):
     rng = np.random.default_rng(seed)
     be = _numpy_backend(threads)
     kernel, twin = _kernel_and_twin(be, "linear_residual")
@@ -140,7 +159,8 @@ def test_linear_residual_kernel_equals_its_twin(rows, D, width, bias, threads, s
     w = rng.standard_normal((width, D)).astype(dtype)
     b = rng.standard_normal(width).astype(dtype) if bias else None
     got, want = h.copy(), h.copy()
-    out = _serially(be, lambda: kernel(x, w, b, got)) if serial else kernel(x, w, b, got)
+    with _sharing(share):
+        out = _serially(be, lambda: kernel(x, w, b, got)) if serial else kernel(x, w, b, got)
     assert out is got                                                # in place
     twin(x, w, b, want)
     _close(got, want, dtype)
@@ -193,6 +213,38 @@ def test_row_pool_covers_every_row_once_and_reraises():
         raise ValueError(f"rows {lo}:{hi}")
     with pytest.raises(ValueError, match="rows"):
         pool.run(boom, 10)
+    assert pool.run(lambda lo, hi: (lo, hi), 3) == [(0, 1), (1, 2), (2, 3)]   # workers still serve
+
+
+def test_row_pool_hands_slices_to_workers_and_never_deadlocks():
+    pool = RowPool(2)
+    me = threading.get_ident()
+    who = pool.run(lambda lo, hi: threading.get_ident(), 2)
+    assert who[0] == me and who[1] != me            # the caller takes the first slice, a worker the rest
+
+    # a slice that calls back into the pool runs those slices itself
+    assert pool.run(lambda lo, hi: pool.run(lambda a, b: (a, b), 4), 2) == [[(0, 2), (2, 4)]] * 2
+
+    # two threads running at once both get every slice done, in order
+    results, barrier = {}, threading.Barrier(2)
+
+    def caller(name):
+        barrier.wait()
+        results[name] = [pool.run(lambda lo, hi: list(range(lo, hi)), 10) for _ in range(200)]
+    callers = [threading.Thread(target=caller, args=(i,)) for i in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert all(r == [list(range(5)), list(range(5, 10))] for i in range(2) for r in results[i])
+
+    # a forked child has none of the parent's threads: the pool starts its own
+    if hasattr(os, "fork"):
+        pid = os.fork()
+        if pid == 0:
+            ok = pool.run(lambda lo, hi: threading.get_ident(), 2)[1] != threading.get_ident()
+            os._exit(0 if ok else 1)
+        assert os.waitpid(pid, 0)[1] == 0
 
 
 def test_rowwise_gradients_are_bit_identical_for_any_thread_count():

@@ -19,8 +19,10 @@ import numpy
 from ..ops.attention import LOG2E, attend, score_bias
 from ..ops.layernorm import layernorm_rows
 from .base import Backend, _bias_act
-from .blocking import GROUP_ROWS, INLINE_BELOW, rows_per_block
+from .blocking import COLUMN_SPLIT_ROWS, GROUP_ROWS, INLINE_BELOW, MACS_PER_ELEMENT, rows_per_block
 
+# Column shares start on a multiple of 16 floats (64 bytes): whole cache lines and SIMD vectors.
+_COLUMN_ALIGN = 16
 _SERIES_LIMIT = 3.0
 _CF_DEPTH = 60
 # Abramowitz & Stegun 7.1.26 (Hastings) coefficients.
@@ -137,6 +139,12 @@ def gelu_exact_float32(x, out, scratch, deriv=None):
     out *= 0.5                                                       # relu(x)
     s1 *= s3                                                         # |x| q
     out -= s1
+
+
+def _product_work(rows, cols, depth):
+    """The work of a (rows, cols) result of products of ``depth`` terms, plus a few elementwise
+    passes over it, in ``parallel_for``'s units (see blocking.py)."""
+    return rows * cols * (1 + depth // MACS_PER_ELEMENT)
 
 
 class NumpyBackend(Backend):
@@ -256,43 +264,74 @@ class NumpyBackend(Backend):
         return contextlib.nullcontext() if self._serial() else self.blas.limit(n)
 
     # --- eval kernels --------------------------------------------------------------------
-    # Each splits its rows over the pool (or runs on this thread inside a map_batch share), and
-    # does all its work on a slice of rows in one call, while they are in cache.
+    # Each shares its product out over the pool (or runs on this thread inside a map_batch share)
+    # and does all its work on its share in one call, while it is in cache.  The share is a slice
+    # of rows, or, when there are too few rows for that (one image), a slice of output columns.
+    def _split_columns(self, rows):
+        """Whether a product of ``rows`` rows is shared out by output columns (see blocking.py)."""
+        return not self._serial() and rows < COLUMN_SPLIT_ROWS * self.pool.num_threads
+
+    def _bias_act_in_blocks(self, y, bias, act):
+        """``_bias_act`` on a (rows, columns) view, GELU in cache-sized blocks of rows."""
+        if act is None:
+            _bias_act(y, bias, None, self)
+            return
+        n, width = y.shape
+        block = min(n, rows_per_block(width))
+        scratch = [numpy.empty((block, width), y.dtype) for _ in range(3)]
+        for s in range(0, n, block):
+            e = min(s + block, n)
+            _bias_act(y[s:e], bias, act, self, scratch=[a[:e - s] for a in scratch])
+
     def layernorm_linear(self, x, norm_weight, norm_bias, eps, weight, bias=None, act=None, normed=None):
         D, width = x.shape[-1], weight.shape[0]
         rows = x.reshape(-1, D)
         M = rows.shape[0]
         y = numpy.empty((M, width), x.dtype)
         ln = normed if normed is not None else numpy.empty_like(rows)
-        weight_t = weight.T
-        block = rows_per_block(width)
 
-        def work(lo, hi):
-            layernorm_rows(rows[lo:hi], norm_weight, norm_bias, eps, ln[lo:hi], numpy)
-            numpy.matmul(ln[lo:hi], weight_t, out=y[lo:hi])
-            if act is None:
-                _bias_act(y[lo:hi], bias, None, self)
-                return
-            scratch = [numpy.empty((block, width), x.dtype) for _ in range(3)]
-            for s in range(lo, hi, block):                  # bias + GELU while the rows are in cache
-                e = min(s + block, hi)
-                _bias_act(y[s:e], bias, act, self, scratch=[a[:e - s] for a in scratch])
+        if self._split_columns(M):
+            layernorm_rows(rows, norm_weight, norm_bias, eps, ln, numpy)   # few rows: here, once
 
-        self.parallel_for(work, M, work=M * width)  # no sums over rows: any split is exact
+            def columns(lo, hi):
+                numpy.matmul(ln, weight[lo:hi].T, out=y[:, lo:hi])
+                # bias[lo:hi] is the part of a partial bias that falls in these columns
+                self._bias_act_in_blocks(y[:, lo:hi], None if bias is None else bias[lo:hi], act)
+
+            self.parallel_for(columns, width, min_rows=_COLUMN_ALIGN, work=_product_work(M, width, D))
+        else:
+            weight_t = weight.T
+
+            def row_slice(lo, hi):
+                layernorm_rows(rows[lo:hi], norm_weight, norm_bias, eps, ln[lo:hi], numpy)
+                numpy.matmul(ln[lo:hi], weight_t, out=y[lo:hi])
+                self._bias_act_in_blocks(y[lo:hi], bias, act)
+
+            # no sums over rows: any split is exact
+            self.parallel_for(row_slice, M, work=_product_work(M, width, D))
         return y.reshape(*x.shape[:-1], width)
 
     def linear_residual(self, x, weight, bias, h):
         D = h.shape[-1]
         rows, stream = x.reshape(-1, x.shape[-1]), h.reshape(-1, D)
-        weight_t = weight.T
 
-        def work(lo, hi):
-            y = rows[lo:hi] @ weight_t
-            if bias is not None:
-                y += bias
-            stream[lo:hi] += y
+        def add(y, stream_part, bias_part):
+            if bias_part is not None:
+                y += bias_part
+            stream_part += y
 
-        self.parallel_for(work, rows.shape[0], work=stream.size)
+        if self._split_columns(rows.shape[0]):
+            def columns(lo, hi):
+                add(rows @ weight[lo:hi].T, stream[:, lo:hi], None if bias is None else bias[lo:hi])
+
+            self.parallel_for(columns, D, min_rows=_COLUMN_ALIGN, work=_product_work(*stream.shape, rows.shape[1]))
+        else:
+            weight_t = weight.T
+
+            def row_slice(lo, hi):
+                add(rows[lo:hi] @ weight_t, stream[lo:hi], bias)
+
+            self.parallel_for(row_slice, rows.shape[0], work=_product_work(*stream.shape, rows.shape[1]))
         return h
 
     def attention(self, q, k, v, num_heads, scale, bias=None):
@@ -322,7 +361,7 @@ class NumpyBackend(Backend):
             def items(lo, hi):
                 for b in range(lo, hi, block // H):
                     run(b, min(b + block // H, hi), 0, H)
-            self.parallel_for(items, B, work=B * H * Nq * N)
+            self.parallel_for(items, B, work=_product_work(B * H * Nq, N, 2 * Dh))
             return out
 
         def heads(lo, hi):                                  # the (item, head) pairs lo .. hi-1
@@ -333,5 +372,5 @@ class NumpyBackend(Backend):
                 run(b, b + 1, h0, h1)
                 g += h1 - h0
 
-        self.parallel_for(heads, B * H, work=B * H * Nq * N)
+        self.parallel_for(heads, B * H, work=_product_work(B * H * Nq, N, 2 * Dh))
         return out
