@@ -135,21 +135,31 @@ def test_attention_is_stable_at_extreme_logits(h):
 
 @SETTINGS
 @given(B=st.integers(1, 3), N=st.integers(1, 6), heads=st.integers(1, 3), dh=st.integers(1, 4),
-       scale=st.one_of(st.none(), st.floats(0.1, 2.0)), drop=st.sampled_from([0.0, 0.3]), seed=seeds)
-def test_attention(h, B, N, heads, dh, scale, drop, seed):
+       scale=st.one_of(st.none(), st.floats(0.1, 2.0)), drop=st.sampled_from([0.0, 0.3]),
+       queries=st.one_of(st.none(), st.integers(1, 6)), seed=seeds)
+def test_attention(h, B, N, heads, dh, scale, drop, queries, seed):
+    """With ``queries`` (a last block whose other rows nothing reads) only the first tokens ask:
+    their rows equal the full attention's, and dq is zero past them."""
     rng = np.random.default_rng(seed)
+    queries = None if queries is None else min(queries, N)
+    Nq = N if queries is None else queries
     qkv = rng.standard_normal((B, N, 3 * heads * dh))
     scale = dh ** -0.5 if scale is None else scale
     # A fixed dropout mask (replayed in every perturbed forward) makes the op deterministic.
     mask = None
     if drop:
-        mask = h.dev((rng.random((B, heads, N, N)) >= drop) / (1 - drop))
-    run = lambda a: attention_forward(h.dev(a), heads, scale, h.be, drop, None, drop_mask=mask)
+        mask = h.dev((rng.random((B, heads, Nq, N)) >= drop) / (1 - drop))
+    run = lambda a: attention_forward(h.dev(a), heads, scale, h.be, drop, None, drop_mask=mask, queries=queries)
     out, cache = run(qkv)
+    assert h.host(out).shape == (B, Nq, heads * dh)
     dy = rng.standard_normal(h.host(out).shape)
     dqkv, dbias = attention_backward(h.dev(dy), cache)
     assert dbias is None
     directional_check(lambda a: h.host(run(a)[0]), [qkv], [h.host(dqkv)], dy, seed=seed)
+    if queries is not None and not drop:
+        full, _ = attention_forward(h.dev(qkv), heads, scale, h.be)
+        np.testing.assert_allclose(h.host(out), h.host(full)[:, :Nq], rtol=1e-12, atol=1e-12)
+        assert not h.host(dqkv)[:, Nq:, :heads * dh].any()
 
 
 @st.composite

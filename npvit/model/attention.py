@@ -102,7 +102,8 @@ class GlobalAttention(Attention):
         be = run.backend
         if not run.fused:
             qkv, qkv_cache = self._qkv(h, p, run)                                  # (B, N, 3D)
-            a, attn = attention_forward(qkv, self.num_heads, self.scale, be, self.attn_drop, run.rng)
+            a, attn = attention_forward(qkv, self.num_heads, self.scale, be, self.attn_drop, run.rng,
+                                        queries=queries)
             obs = self._show_attention(attn, run)
             return a, (GlobalAttentionCache(qkv_cache, attn, obs) if run.grad else None)
         b = self.prefix

@@ -34,9 +34,9 @@ class TransformerBlock:
     def forward(self, h, params, run, queries=None):
         """(h', cache) for the residual stream h (B, ..., D); h is updated in place.
 
-        ``queries`` (a fused eval pass only): the output keeps only the first ``queries`` token
-        rows, and the block computes keys and values for every token but nothing else for the
-        rest (a class-token head reads nothing else of the last block)."""
+        ``queries``: the output keeps only the first ``queries`` token rows, and the block computes
+        keys and values for every token but nothing else for the rest (a class-token head reads
+        nothing else of the last block, so the gradients are the same)."""
         p, b = params, self.prefix
         a, attn = self.attention.forward(h, p, run, queries)
         if queries is not None:
@@ -64,4 +64,8 @@ class TransformerBlock:
         dh = residual_backward(dh, dm, backend)
         # attention sublayer
         da, grads[b + "attn.proj.weight"], grads[b + "attn.proj.bias"] = linear_residual_backward(dh, caches.pop())
-        return residual_backward(dh, self.attention.backward(da, caches.pop(), grads), backend)
+        dh_attn = self.attention.backward(da, caches.pop(), grads)
+        if dh_attn.shape[1] != dh.shape[1]:                 # a ``queries`` block: the skip carried those rows
+            dh_attn[:, :dh.shape[1]] += dh
+            return dh_attn
+        return residual_backward(dh, dh_attn, backend)

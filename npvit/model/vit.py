@@ -131,20 +131,20 @@ class VisionTransformer(Model):
         return linear_forward(pooled, p["head.weight"], p["head.bias"], be)[0]
 
     def _forward(self, x, run):
+        # A token-pooling head reads only the prefix tokens (class, distillation): the last block
+        # then computes those rows alone, in training too (nothing else of it reaches the loss,
+        # so every gradient is the same); not when an observer looks at every row.
+        prefix_only = self.config.classifier == "token" and run.observer is None
         if run.fused:
-            # A token-pooling head reads only the prefix tokens (class, distillation): the last
-            # block then computes those rows alone (the head reads h[:, 0] and h[:, 1] either way);
-            # not when an observer looks at every row.
-            prefix_only = self.config.classifier == "token" and run.observer is None
             h, caches = self._map_images(lambda images, r: self._features(images, r, prefix_only)[0], x, run), None
         else:
-            h, caches = self._features(x, run)
+            h, caches = self._features(x, run, prefix_only)
         out, head = self._head_forward(h, run)
         return out, (ViTCache(*caches, head) if run.grad else None)
 
     def _features(self, x, run, prefix_only=False):
-        """(token features (B, N, D), caches); with ``prefix_only`` (fused passes) the features
-        of the prefix tokens alone, (B, P, D)."""
+        """(token features (B, N, D), caches); with ``prefix_only`` the features of the prefix
+        tokens alone, (B, P, D)."""
         cfg, p, be = self.config, self.params, self.backend
         h, embed = patch_embed_forward(x, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"], be)
         h, tokens = tokens_forward(h, p.get("cls_token"), p.get("dist_token"), p["pos_embed"], be)  # (B, N, D)

@@ -85,45 +85,49 @@ def score_bias(bias, lead, num_heads, Nq, N, xp, dtype):
 
 
 class AttentionCache(NamedTuple):
-    q: Any           # (G, N, Dh), already multiplied by scale * log2(e)
+    q: Any           # (G, Nq, Dh), already multiplied by scale * log2(e); Nq = N unless ``queries``
     k: Any           # (G, N, Dh)
     v: Any           # (G, N, Dh)
-    row_max: Any     # (G, N, 1)  m
-    inv_sum: Any     # (G, N, 1)  1 / l
-    mask: Any        # (G, N, N) scaled keep-mask of attention dropout, or None
+    row_max: Any     # (G, Nq, 1)  m
+    inv_sum: Any     # (G, Nq, 1)  1 / l
+    mask: Any        # (G, Nq, N) scaled keep-mask of attention dropout, or None
     bias: Any        # ScoreBias or None
     bias_grad: bool  # return the bias's gradient (a parameter) or not (a constant mask)
-    out: Any         # (..., N, H*Dh) the forward's result
+    out: Any         # (..., Nq, H*Dh) the forward's result
     scale: float
     heads: int
     backend: Any
 
 
 def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, drop_mask=None,
-                      bias=None, bias_grad=False):
-    """qkv (..., N, 3D) -> (out (..., N, D), cache); ``bias`` broadcastable to (..., H, N, N)."""
+                      bias=None, bias_grad=False, queries=None):
+    """qkv (..., N, 3D) -> (out (..., Nq, D), cache); ``bias`` broadcastable to (..., H, Nq, N).
+    ``queries``: only the first ``queries`` tokens ask (Nq = queries; every token is a key and a
+    value), for a last block whose other rows nothing reads; None: all of them (Nq = N)."""
     xp = backend.xp
     *lead, N, three_d = qkv.shape
+    Nq = N if queries is None else queries
     B, H = math.prod(lead), num_heads
     Dh = three_d // (3 * H)
     G = B * H
-    q, k, v = (xp.empty((B, H, N, Dh), dtype=qkv.dtype) for _ in range(3))
+    q = xp.empty((B, H, Nq, Dh), dtype=qkv.dtype)
+    k, v = (xp.empty((B, H, N, Dh), dtype=qkv.dtype) for _ in range(2))
 
     def split_heads(qkv_, q_, k_, v_):                                       # a few items
         qkv_ = qkv_.reshape(-1, N, 3, H, Dh).transpose(2, 0, 3, 1, 4)         # (3, b, H, N, Dh)
-        xp.multiply(qkv_[0], scale * LOG2E, out=q_)
+        xp.multiply(qkv_[0][:, :, :Nq], scale * LOG2E, out=q_)
         k_[...] = qkv_[1]
         v_[...] = qkv_[2]
 
     backend.rowwise(split_heads, qkv.reshape(B, N, three_d), q, k, v, blocked=True)
-    q, k, v = (a.reshape(G, N, Dh) for a in (q, k, v))
-    out = xp.empty((G, N, Dh), dtype=qkv.dtype)
-    row_max = xp.empty((G, N, 1), dtype=qkv.dtype)
-    inv_sum = xp.empty((G, N, 1), dtype=qkv.dtype)
-    sb = None if bias is None else score_bias(bias, lead, H, N, N, xp, qkv.dtype)
+    q, k, v = q.reshape(G, Nq, Dh), k.reshape(G, N, Dh), v.reshape(G, N, Dh)
+    out = xp.empty((G, Nq, Dh), dtype=qkv.dtype)
+    row_max = xp.empty((G, Nq, 1), dtype=qkv.dtype)
+    inv_sum = xp.empty((G, Nq, 1), dtype=qkv.dtype)
+    sb = None if bias is None else score_bias(bias, lead, H, Nq, N, xp, qkv.dtype)
     # Masks are drawn here, whole, so they do not depend on how the backend splits the work.
-    mask = drop_mask.reshape(G, N, N) if drop_mask is not None else \
-        dropout_mask((G, N, N), attn_drop, rng, backend, qkv.dtype)
+    mask = drop_mask.reshape(G, Nq, N) if drop_mask is not None else \
+        dropout_mask((G, Nq, N), attn_drop, rng, backend, qkv.dtype)
     optional = [a for a in (mask, None if sb is None else sb.index) if a is not None]
 
     def block(q_, k_, v_, out_, m_, r_, *rest):
@@ -131,27 +135,28 @@ def attention_forward(qkv, num_heads, scale, backend, attn_drop=0.0, rng=None, d
         bias_ = sb.items[rest[-1]] if sb is not None else None
         attend(q_, k_, v_, backend, bias_, out_, m_, r_, mask_)
 
-    backend.rowwise(block, q, k, v, out, row_max, inv_sum, *optional, blocked=True, row_size=N * N)
-    out = out.reshape(B, H, N, Dh).transpose(0, 2, 1, 3).reshape(*lead, N, H * Dh)  # (..., N, D)
+    backend.rowwise(block, q, k, v, out, row_max, inv_sum, *optional, blocked=True, row_size=Nq * N)
+    out = out.reshape(B, H, Nq, Dh).transpose(0, 2, 1, 3).reshape(*lead, Nq, H * Dh)  # (..., Nq, D)
     cache = AttentionCache(q, k, v, row_max, inv_sum, mask, sb, bias_grad, out, scale, H, backend)
     return out, cache
 
 
 def attention_backward(dout, cache):
     """Returns (dqkv (..., N, 3D), dbias or None): dbias in the bias's own shape, when it was
-    given with ``bias_grad=True``."""
+    given with ``bias_grad=True``.  With ``queries``, the rows of dq past them are zero."""
     q, k, v, row_max, inv_sum, mask, sb, bias_grad, out, scale, H, backend = cache
     xp = backend.xp
-    G, N, Dh = q.shape
+    G, Nq, Dh = q.shape
+    N = k.shape[1]
     lead = out.shape[:-2]
     B = G // H
-    dout4 = dout.reshape(B, N, H, Dh)
-    # D_i = dout_i . out_i = sum_j P_ij dP_ij, per (item, head, token)
-    row_dot = (dout4 * out.reshape(B, N, H, Dh)).sum(axis=-1)               # (B, N, H)
-    row_dot = xp.ascontiguousarray(row_dot.transpose(0, 2, 1)).reshape(G, N, 1)
-    dout = xp.ascontiguousarray(dout4.transpose(0, 2, 1, 3)).reshape(G, N, Dh)
-    dqkv = xp.empty((3, G, N, Dh), dtype=dout.dtype)
-    dscores = xp.empty((G, N, N), dtype=dout.dtype) if sb is not None and bias_grad else None
+    dout4 = dout.reshape(B, Nq, H, Dh)
+    # D_i = dout_i . out_i = sum_j P_ij dP_ij, per (item, head, query)
+    row_dot = (dout4 * out.reshape(B, Nq, H, Dh)).sum(axis=-1)              # (B, Nq, H)
+    row_dot = xp.ascontiguousarray(row_dot.transpose(0, 2, 1)).reshape(G, Nq, 1)
+    dout = xp.ascontiguousarray(dout4.transpose(0, 2, 1, 3)).reshape(G, Nq, Dh)
+    dqkv = (xp.empty if Nq == N else xp.zeros)((3, G, N, Dh), dtype=dout.dtype)
+    dscores = xp.empty((G, Nq, N), dtype=dout.dtype) if sb is not None and bias_grad else None
     optional = [a for a in (mask, None if sb is None else sb.index, dscores) if a is not None]
 
     def block(q_, k_, v_, dout_, d_, m_, r_, dq_, dk_, dv_, *rest):
@@ -176,11 +181,11 @@ def attention_backward(dout, cache):
         dq_ *= r_ * scale                                                    # q was scaled
         xp.matmul(xp.swapaxes(g, -1, -2), q_ * (r_ / LOG2E), out=dk_)        # q_ / log2(e) = scale q
 
-    backend.rowwise(block, q, k, v, dout, row_dot, row_max, inv_sum, dqkv[0], dqkv[1], dqkv[2],
-                    *optional, blocked=True, row_size=N * N)
+    backend.rowwise(block, q, k, v, dout, row_dot, row_max, inv_sum, dqkv[0][:, :Nq], dqkv[1], dqkv[2],
+                    *optional, blocked=True, row_size=Nq * N)
     dqkv = dqkv.reshape(3, B, H, N, Dh).transpose(1, 3, 0, 2, 4)             # (B, N, 3, H, Dh)
     dqkv = dqkv.reshape(*lead, N, 3 * H * Dh)
-    dbias = None if dscores is None else _sum_to_shape(dscores.reshape(*sb.lead, H, N, N), sb.shape)
+    dbias = None if dscores is None else _sum_to_shape(dscores.reshape(*sb.lead, H, Nq, N), sb.shape)
     return dqkv, dbias
 
 
@@ -208,7 +213,7 @@ def attention_probs(q, k, num_heads, scale, xp, bias=None):
 
 
 def attention_probs_from_cache(cache):
-    """P (..., H, N, N) of a forward, recomputed from its cache as the backward does."""
+    """P (..., H, Nq, N) of a forward, recomputed from its cache as the backward does."""
     e = cache.q @ cache.backend.xp.swapaxes(cache.k, -1, -2)
     if cache.bias is not None:
         e += cache.bias.items[cache.bias.index]
@@ -219,15 +224,15 @@ def attention_probs_from_cache(cache):
 
 
 def attention_probs_grad(dout, cache):
-    """dP (..., H, N, N): the gradient with respect to the probabilities (before attention
-    dropout) given ``dout``, the gradient of the attention's output (..., N, D)."""
+    """dP (..., H, Nq, N): the gradient with respect to the probabilities (before attention
+    dropout) given ``dout``, the gradient of the attention's output (..., Nq, D)."""
     xp, H = cache.backend.xp, cache.heads
-    G, N, Dh = cache.v.shape
-    dout = xp.moveaxis(dout.reshape(-1, N, H, Dh), 2, 1).reshape(G, N, Dh)
+    (G, Nq, Dh), N = cache.q.shape, cache.v.shape[1]
+    dout = xp.moveaxis(dout.reshape(-1, Nq, H, Dh), 2, 1).reshape(G, Nq, Dh)
     dp = dout @ xp.swapaxes(cache.v, -1, -2)
     if cache.mask is not None:
         dp *= cache.mask
-    return dp.reshape(*cache.out.shape[:-2], H, N, N)
+    return dp.reshape(*cache.out.shape[:-2], H, Nq, N)
 
 
 def apply_probs(p, v, xp):
