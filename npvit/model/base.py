@@ -188,7 +188,7 @@ class Model:
             sub = obs.fork() if obs is not None else None
             return features(x[lo:hi], run._replace(observer=sub)), sub
 
-        parts = self.backend.map_batch(share, x.shape[0], self._tokens_per_image())
+        parts = self.backend.map_batch(share, x.shape[0], self._rows_per_image())
         if obs is not None:
             obs.join([sub for _, sub in parts], self.backend.xp)
         out = [h for h, _ in parts]
@@ -308,6 +308,11 @@ class Model:
 
     def _tokens_per_image(self) -> int:
         raise NotImplementedError
+
+    def _rows_per_image(self) -> int:
+        """The rows one image adds to a typical product of an eval pass (how ``map_batch`` sizes a
+        thread's groups of images): every block's token count for a ViT."""
+        return self._tokens_per_image()
 
 
 def _take_indices(n, indices):
