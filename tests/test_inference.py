@@ -2,7 +2,10 @@
 and each fused kernel against its plain twin on the Backend base class."""
 import contextlib
 import os
+import signal
 import threading
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -238,13 +241,25 @@ def test_row_pool_hands_slices_to_workers_and_never_deadlocks():
         t.join()
     assert all(r == [list(range(5)), list(range(5, 10))] for i in range(2) for r in results[i])
 
-    # a forked child has none of the parent's threads: the pool starts its own
+    # a forked child has none of the parent's threads: the pool starts its own (Python 3.12+ warns
+    # that forking a multi-threaded process is risky: that is the case under test)
     if hasattr(os, "fork"):
-        pid = os.fork()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:
             ok = pool.run(lambda lo, hi: threading.get_ident(), 2)[1] != threading.get_ident()
             os._exit(0 if ok else 1)
-        assert os.waitpid(pid, 0)[1] == 0
+        for _ in range(300):                        # a child waiting on a thread it lacks would hang
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's pool.run hung")
+        assert status == 0
 
 
 def test_rowwise_gradients_are_bit_identical_for_any_thread_count():
