@@ -146,7 +146,8 @@ class Model:
         """
         x = self._check_input(x)
         run = self._pass(train, grad, rng, observer)
-        out, cache = self._forward(x, run)
+        with self.backend.blas_limit(1):           # see Backend.blas_limit
+            out, cache = self._forward(x, run)
         self._cache = cache
         return out
 
@@ -165,7 +166,8 @@ class Model:
         # One backward per forward, as in PyTorch without retain_graph; caches are dropped as the
         # backward goes, so activations are freed while the gradients accumulate.
         self._cache = None
-        dx, grads = self._backward(dout, cache, input_grad)
+        with self.backend.blas_limit(1):           # see Backend.blas_limit
+            dx, grads = self._backward(dout, cache, input_grad)
         return dx, {n: grads[n] for n in self.params}
 
     def _pass(self, train, grad, rng=None, observer=None) -> Pass:
