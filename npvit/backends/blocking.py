@@ -1,8 +1,9 @@
 """How the NumPy backend cuts work into pieces: every size constant in one place.
 
-All four were chosen by paired A/B runs in one process (this project's 2-core Zen 3 / Zen 5
-machines, float32, ViT-B/16, S/16 and Swin-T shapes); the first three were flat within noise over a
-factor of two either side, so they are round numbers rather than tuned ones.
+The block sizes were chosen by paired A/B runs in one process (this project's 2-core Zen 3 / Zen 5
+machines, float32, ViT-B/16, S/16 and Swin-T shapes); BLOCK_ELEMENTS, INLINE_BELOW and GROUP_ROWS
+were flat within noise over a factor of two either side, so they are round numbers rather than
+tuned ones.  MACS_PER_ELEMENT is an estimate from the two rates it relates.
 
 * ``BLOCK_ELEMENTS``: elementwise work (LayerNorm, GELU, softmax) runs in blocks of rows whose
   working set stays in a core's L2 cache (512 KiB on Zen 3, 1 MiB on Zen 5): 2**17 float32 elements

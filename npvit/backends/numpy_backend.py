@@ -266,7 +266,9 @@ class NumpyBackend(Backend):
         a short row sum) would otherwise wake OpenBLAS's own threads, which then spin for ~0.1 s on
         the cores the pool needs.  Swin-T at batch 1, forwards back to back
         (``tools/thread_scaling.py --model swin_tiny_patch4_window7_224``): 2 threads took 0.90x
-        the time of 1 thread before, 0.63x with the cap."""
+        the time of 1 thread before, 0.63x with the cap.  OpenBLAS has one thread count per
+        process, so the cap is held under a lock (``openblas.OpenBlas.limit``): another thread's
+        forward on this backend waits for this one's to end."""
         return contextlib.nullcontext() if self._serial() else self.blas.limit(n)
 
     # --- eval kernels --------------------------------------------------------------------
@@ -295,6 +297,7 @@ class NumpyBackend(Backend):
         M = rows.shape[0]
         y = numpy.empty((M, width), x.dtype)
         ln = normed if normed is not None else numpy.empty_like(rows)
+        work = _product_work(M, width, D)
 
         if self._split_columns(M):
             layernorm_rows(rows, norm_weight, norm_bias, eps, ln, numpy)   # few rows: here, once
@@ -304,7 +307,7 @@ class NumpyBackend(Backend):
                 # bias[lo:hi] is the part of a partial bias that falls in these columns
                 self._bias_act_in_blocks(y[:, lo:hi], None if bias is None else bias[lo:hi], act)
 
-            self.parallel_for(columns, width, min_rows=_COLUMN_ALIGN, work=_product_work(M, width, D))
+            self.parallel_for(columns, width, min_rows=_COLUMN_ALIGN, work=work)
         else:
             weight_t = weight.T
 
@@ -314,12 +317,13 @@ class NumpyBackend(Backend):
                 self._bias_act_in_blocks(y[lo:hi], bias, act)
 
             # no sums over rows: any split is exact
-            self.parallel_for(row_slice, M, work=_product_work(M, width, D))
+            self.parallel_for(row_slice, M, work=work)
         return y.reshape(*x.shape[:-1], width)
 
     def linear_residual(self, x, weight, bias, h):
         D = h.shape[-1]
         rows, stream = x.reshape(-1, x.shape[-1]), h.reshape(-1, D)
+        work = _product_work(*stream.shape, rows.shape[1])
 
         def add(y, stream_part, bias_part):
             if bias_part is not None:
@@ -330,14 +334,14 @@ class NumpyBackend(Backend):
             def columns(lo, hi):
                 add(rows @ weight[lo:hi].T, stream[:, lo:hi], None if bias is None else bias[lo:hi])
 
-            self.parallel_for(columns, D, min_rows=_COLUMN_ALIGN, work=_product_work(*stream.shape, rows.shape[1]))
+            self.parallel_for(columns, D, min_rows=_COLUMN_ALIGN, work=work)
         else:
             weight_t = weight.T
 
             def row_slice(lo, hi):
                 add(rows[lo:hi] @ weight_t, stream[lo:hi], bias)
 
-            self.parallel_for(row_slice, rows.shape[0], work=_product_work(*stream.shape, rows.shape[1]))
+            self.parallel_for(row_slice, rows.shape[0], work=work)
         return h
 
     def attention(self, q, k, v, num_heads, scale, bias=None):
@@ -354,6 +358,7 @@ class NumpyBackend(Backend):
         sb = None if bias is None else score_bias(bias, lead, H, Nq, N, numpy, q.dtype)
         c = scale * LOG2E                                   # scores in base 2 (see ops/attention.py)
         block = rows_per_block(Nq * N)                      # heads whose scores fit a block
+        work = _product_work(B * H * Nq, N, 2 * Dh)
 
         def run(b0, b1, h0, h1):                            # items b0..b1-1, heads h0..h1-1 of each
             view = lambda a: a[b0:b1, :, h0:h1].transpose(0, 2, 1, 3)      # (items, heads, n, Dh)
@@ -367,7 +372,7 @@ class NumpyBackend(Backend):
             def items(lo, hi):
                 for b in range(lo, hi, block // H):
                     run(b, min(b + block // H, hi), 0, H)
-            self.parallel_for(items, B, work=_product_work(B * H * Nq, N, 2 * Dh))
+            self.parallel_for(items, B, work=work)
             return out
 
         def heads(lo, hi):                                  # the (item, head) pairs lo .. hi-1
@@ -378,5 +383,5 @@ class NumpyBackend(Backend):
                 run(b, b + 1, h0, h1)
                 g += h1 - h0
 
-        self.parallel_for(heads, B * H, work=_product_work(B * H * Nq, N, 2 * Dh))
+        self.parallel_for(heads, B * H, work=work)
         return out

@@ -286,10 +286,10 @@ def _train_step(model, opt, sched, scaler, transform, data, chunk, cfg, step, ep
 
 def _local_gradients(model, opt, scaler, transform, data, chunk, cfg, step, epoch, s, steps_per_epoch, pre, comm):
     """This rank's share of one step: (gradient sum or None, loss sum, top-1 hits) of its images."""
-    n = len(chunk)
     if cfg.exact_shards > 1:
         return _shard_gradients(model, opt, scaler, transform, data, chunk, cfg, step, epoch, s,
                                 steps_per_epoch, pre, comm)
+    n = len(chunk)
     grads, loss_total, right = None, 0.0, 0
     for m, start in enumerate(range(0, n, cfg.batch_size)):
         batch = chunk[start:start + cfg.batch_size]
