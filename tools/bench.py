@@ -4,6 +4,7 @@
     bash tools/bench.sh --quick               # B/16 forward at batch 1 and the S/16 train step, 3 rounds, no load times
     bash tools/bench.sh --peers torch,ort --cases "B/16 fwd b1,B/16 fwd b8" --rounds 3 --no-memory
     bash tools/bench.sh --ab 8420ded --cases "B/16 fwd b1,S/16 train b8"    # npvit at 8420ded (A) vs the working tree (B)
+    bash tools/bench.sh --one-thread --peers torch,ort --cases "B/16 fwd b1"  # what perfect scaling would give
     python tools/bench.py --backend cupy      # on a GPU (torch on cuda; the CPU engines sit out)
 
 Contestants (--peers, default every one that imports; with --ab, none unless asked):
@@ -14,6 +15,9 @@ Contestants (--peers, default every one that imports; with --ab, none unless ask
   ov-latency     OpenVINO, PERFORMANCE_HINT LATENCY, INFERENCE_NUM_THREADS threads, f32, static batch
   ov-throughput  OpenVINO, PERFORMANCE_HINT THROUGHPUT: the batch split over its optimal number of
                  async infer requests (one request at batch 1)
+  npvit-1t       with --one-thread: npvit on one thread, in the same rounds.  Its time over the thread
+                 count, against each peer's, is what npvit would take if its threads scaled perfectly:
+                 at or above a target, better scheduling alone cannot meet it.
 Everyone gets the same weights, timm's model after torch.manual_seed(0): npvit loads timm's state dict
 (npvit.create_model(name) + load_state_dict), ONNX Runtime and OpenVINO read its ONNX export
 (opset 18, dynamo=False, dynamic batch), and the same input batch.  Before timing, every contestant's
@@ -88,6 +92,7 @@ CASES = {
 QUICK = ("B/16 fwd b1", "S/16 train b8", "Swin-T fwd b1")
 
 PEERS = ("torch", "ort", "ov-latency", "ov-throughput")
+ONE_THREAD = "npvit-1t"  # --one-thread: npvit on one thread, for the perfect-scaling bound
 TRAINING_PEERS = {"torch"}
 NEEDS = {  # modules a peer needs in this interpreter (the engines read timm's ONNX export)
     "torch": ("torch", "timm"),
@@ -458,6 +463,23 @@ def print_summary(results, main, npvit_labels, peers):
         print(line)
 
 
+def print_scaling_bound(results, peers, threads):
+    """With --one-thread: npvit's own scaling, and its one-thread time / ``threads`` against each peer
+    (median of per-round ratios): the ratio npvit would reach if its threads scaled perfectly."""
+    print(f"\nperfect scaling (npvit-1t time / {threads}, over the peer's time in the same round; "
+          f"'scaling': npvit on {threads} threads / on one)")
+    print(f"{'case':<16}{'1t ms':>10}{'scaling':>9}" + "".join(f"{p:>15}" for p in peers))
+    for res in results:
+        rows = res["contestants"]
+        if ONE_THREAD not in rows:
+            continue
+        one = np.array(rows[ONE_THREAD]["times_s"]) / threads
+        line = f"{res['case']:<16}{rows[ONE_THREAD]['ms']:>10.1f}{rows[ONE_THREAD]['ratio']:>9.2f}"
+        line += "".join(f"{np.median(one / np.array(rows[p]['times_s'])):>15.2f}" if p in rows else f"{'-':>15}"
+                        for p in peers)
+        print(line)
+
+
 def _pct(row):
     return f"{row['share']:.0%}" if "share" in row else "-"
 
@@ -547,6 +569,9 @@ def parse_args(argv=None):
     parser.add_argument("--pause", type=float, default=0.25, help="seconds of idle before each timed call")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("NPVIT_BENCH_THREADS", "2")),
                         help="threads for every contestant (default 2, or NPVIT_BENCH_THREADS)")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="also time npvit on one thread (npvit-1t) and print what perfect scaling over "
+                             "--threads would give against each peer")
     parser.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)}, 3 rounds, no load times")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument("--no-load", action="store_true", help="skip the checkpoint load times")
@@ -559,6 +584,8 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
     args.cases = names
+    if args.one_thread and (args.ab or args.threads < 2):
+        parser.error("--one-thread compares npvit on one thread with npvit on --threads (>= 2); not with --ab")
     if args.rounds is None:
         args.rounds = 3 if args.quick else 5
     if args.peers is None:
@@ -627,6 +654,8 @@ def main(argv=None):
             print("timm is not importable: npvit builds from its own seeded init and outputs are not checked against timm")
 
         contestants = {label: {"contestant": "npvit", "npvit_root": root} for label, (root, _) in roots.items()}
+        if args.one_thread:
+            contestants[ONE_THREAD] = {"contestant": "npvit", "npvit_root": under_test[0], "threads": 1}
         prepared = Prepared(tmp) if have_timm else None
         results = []
         for name in args.cases:
@@ -648,6 +677,8 @@ def main(argv=None):
 
         if results:
             print_summary(results, main_label, npvit_labels, peers)
+            if args.one_thread:
+                print_scaling_bound(results, peers, args.threads)
         loads = {}
         if not (args.quick or args.no_load):
             for label, (root, _) in roots.items():

@@ -103,6 +103,7 @@ def kernel_family(backend):
 
 def build_npvit(spec):
     npvit = import_npvit(spec["npvit_root"])
+    os.environ["NPVIT_NUM_THREADS"] = str(spec["threads"])  # read when the backend is first made, below
     model = npvit.create_model(spec["model"], backend=spec["backend"], seed=0, **spec.get("knobs", {}))
     if spec.get("weights"):
         with np.load(spec["weights"]) as f:

@@ -8,6 +8,8 @@ slower one's loop time over the time one loop takes alone (paired, median of ``-
 means the second core came free, 2.0 that the two ran one after the other.  The same loops in two
 processes (no shared GIL) separate what the GIL costs from what the machine's two cores lose when
 both are busy; ``hashlib`` in two threads (the GIL released for 48 us calls, no NumPy) is a control.
+A loop of matrix products (OpenBLAS at one thread per caller, the GIL released for the whole
+call) shows what the two cores give to work the GIL does not touch: the hardware's own ceiling.
 With ``--model``, npvit's forward on the pool with 1 and with 2 threads, paired.
 """
 import argparse
@@ -18,7 +20,8 @@ import sys
 import threading
 import time
 
-import numpy as np
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # each loop's products on its own thread (read at NumPy's import)
+import numpy as np  # noqa: E402
 
 CALLS = [("3 us NumPy calls", 1 << 14, 20000), ("30 us NumPy calls", 1 << 17, 2000), ("300 us NumPy calls", 1 << 20, 200)]
 
@@ -29,6 +32,18 @@ def numpy_loop(size, calls):
     def run():
         for _ in range(calls):
             np.multiply(x, 1.0001, out=x)
+    return run
+
+
+def product_loop(calls=20):
+    """~12 ms products, the shape of an S/16 fc1 on half a batch-8 training step's rows."""
+    rng = np.random.default_rng(0)
+    x, w = (rng.standard_normal(shape, dtype=np.float32) for shape in ((788, 384), (384, 1536)))
+    out = np.empty((788, 1536), np.float32)
+
+    def run():
+        for _ in range(calls):
+            np.matmul(x, w, out=out)
     return run
 
 
@@ -61,11 +76,12 @@ def two_threads(make):
 
 
 def _process_worker(size, calls, barrier, queue):
-    queue.put(timed(numpy_loop(size, calls), barrier))
+    queue.put(timed(numpy_loop(size, calls) if size else product_loop(calls), barrier))
 
 
 def two_processes(size, calls):
-    """The slower of two processes' loop times, both started together (start-up not counted)."""
+    """The slower of two processes' loop times, both started together (start-up not counted);
+    ``size`` 0: the product loop."""
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_process_worker, args=(size, calls, barrier, queue)) for _ in range(2)]
@@ -126,6 +142,8 @@ def main(argv=None):
         make = lambda size=size, calls=calls: numpy_loop(size, calls)
         show(f"2 threads, {label}", paired(make, args.rounds, lambda: two_threads(make)))
         show(f"2 processes, {label}", paired(make, args.rounds, lambda: two_processes(size, calls)))
+    show("2 threads, 12 ms matrix products", paired(product_loop, args.rounds, lambda: two_threads(product_loop)))
+    show("2 processes, 12 ms matrix products", paired(product_loop, args.rounds, lambda: two_processes(0, 20)))
     show("2 threads, 48 us hashlib calls", paired(hash_loop, args.rounds, lambda: two_threads(hash_loop)))
     if args.model:
         npvit_pool(args.model, args.batch, args.rounds)
