@@ -34,51 +34,52 @@ def configs(draw):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cfg=configs(), batch=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
        seed=st.integers(0, 2**31 - 1))
+# Draws whose final LayerNorm magnifies rounding (rows whose values nearly agree), which a direct
+# float32 comparison of the two paths failed: features 3e-4 apart, logits 2.03e-6.
 @example(cfg=dict(img_size=(8, 16), patch_size=4, embed_dim=2, depth=2, num_heads=1, num_classes=1, mlp_ratio=40.0,
                   qkv_bias=True, distilled=True, classifier="token", representation_size=None, gelu="exact",
-                  qk_scale=0.3),
-         batch=1, dtype="float32", seed=2)  # a final-norm row with s ~ 2e-3 (see the bound below)
+                  qk_scale=0.3), batch=1, dtype="float32", seed=2)
+@example(cfg=dict(img_size=12, patch_size=4, embed_dim=4, depth=1, num_heads=2, num_classes=1, mlp_ratio=40.0,
+                  qkv_bias=True, distilled=True, classifier="token", representation_size=None, gelu="exact",
+                  qk_scale=0.3), batch=2, dtype="float32", seed=2)
 def test_fast_path_equals_reference(backend, cfg, batch, dtype, seed):
-    """float64: the same math to rounding (1e-12 relative).  float32: 2e-6 relative to the largest
-    logit: both paths use the same GELU kernel, so what differs is float32 summation order (fused
-    vs separate passes, chunked vs whole GEMMs) through a few layers.  A real mistake (a missing
-    bias, a wrong head or token) is an O(1) relative error.  The scale is at least 1 because the
-    features feeding the head are O(1): a head that happens to give tiny logits (0.03) still carries
-    float32 rounding of O(1) values (~3e-7)."""
+    """Logits and forward_features of the fused path against the op-by-op reference path.
+
+    float64: the same math to rounding (1e-12 relative).  float32: the paths sum in different orders
+    (fused vs separate passes, chunked vs whole GEMMs), so each carries its own rounding, which the
+    model's conditioning magnifies (a LayerNorm divides a row by its spread: a row whose values
+    nearly agree turns 4e-6 into 3e-4).  So each float32 path is measured against the float64 truth
+    (a float64 twin with the same float32 weights and input), and the fused path's error may be at
+    most ``RATIO`` times the reference path's own, or ``RATIO`` float32 roundings of the largest
+    value where the reference happens to land closer: as accurate as the reference, to within a
+    factor.  A real mistake (a missing bias, a wrong head or token) is an O(1) relative error."""
     if backend.name != "numpy":
         pytest.skip("the fast path is the NumPy backend's")
     model = npvit.VisionTransformer(npvit.ViTConfig(**cfg), dtype=dtype, backend=backend, seed=seed)
     randomize_params(model, seed, scale=0.3)
     H, W = model.config.img_size
-    x = np.random.default_rng(seed).standard_normal((batch, 3, H, W))
-    fast = model.forward(x)
+    x = np.random.default_rng(seed).standard_normal((batch, 3, H, W)).astype(dtype)
+    fast = model.forward(x), model.forward_features(x)
     model.fast_inference = False
-    ref = model.forward(x)
-    tol = 1e-12 if dtype == "float64" else 2e-6
-    assert np.abs(fast - ref).max() <= tol * max(np.abs(ref).max(), 1.0)
-    ref_features, ref_rows = _features_and_last_block_rows(model, x)
-    model.fast_inference = True
-    features, rows = _features_and_last_block_rows(model, x)
-    assert np.array_equal(features, model.forward_features(x))
-    # Every token row of the last block, before the final LayerNorm: summation order only.
-    row_diff = np.abs(rows - ref_rows).max(axis=-1, keepdims=True)
-    assert row_diff.max() <= tol * 10 * max(np.abs(ref_rows).max(), 1.0)
-    # The final LayerNorm divides each row by its standard deviation s, so it magnifies that
-    # difference by up to |w| sqrt(D) / s (its Jacobian's norm is at most 1 / s), as it would any
-    # rounding: a row whose values nearly agree (D = 2 here draws s ~ 2e-3) turns a 4e-6 difference
-    # into 3e-4.  The bound adds that magnification of the difference measured above (twice, for
-    # second-order terms); on rows with s ~ 1 it adds about 2 |w| sqrt(D) times ~1e-7.
-    s = np.sqrt(ref_rows.var(axis=-1, keepdims=True) + model.config.norm_eps)
-    gain = np.abs(model.params["norm.weight"]).max() * np.sqrt(rows.shape[-1]) / s
-    bound = tol * 10 * (1 + np.abs(ref_features)) + 2 * gain * row_diff
-    assert (np.abs(features - ref_features) <= bound).all()
+    ref = model.forward(x), model.forward_features(x)
+    if dtype == "float64":
+        for got, want in zip(fast, ref):
+            assert np.abs(got - want).max() <= 1e-12 * max(np.abs(want).max(), 1.0)
+        return
+    twin = npvit.VisionTransformer(model.config, dtype="float64", backend=backend, seed=seed)
+    twin.load_state_dict({name: np.asarray(v, np.float64) for name, v in model.state_dict().items()})
+    twin.fast_inference = False
+    truth = twin.forward(x.astype(np.float64)), twin.forward_features(x.astype(np.float64))
+    for got, want, true in zip(fast, ref, truth):
+        rounding = np.finfo(np.float32).eps * max(np.abs(true).max(), 1.0)
+        error, reference_error = np.abs(got - true).max(), np.abs(want - true).max()
+        assert error <= FAST_PATH_RATIO * max(reference_error, rounding), (error, reference_error, rounding)
 
 
-def _features_and_last_block_rows(model, x):
-    """(forward_features, the last block's output rows in the same (B, N, D) order) of one pass."""
-    features, (last,) = model.forward_intermediates(x, indices=[-1], output_fmt="NLC", return_prefix_tokens=True)
-    rows = np.concatenate([last[1], last[0]], axis=1) if isinstance(last, tuple) else last
-    return features, rows
+# The fused path's float32 error over the reference path's (above).  Over 600 draws on each NumPy
+# build CI runs (1.24.4, 2.4.6, 2.5.5; ~600 float32 comparisons each) the largest ratio was 6.0 and
+# the 99th percentile 2.6, where a direct comparison of the two paths to 2e-6 failed within 600 draws.
+FAST_PATH_RATIO = 20
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
