@@ -6,11 +6,12 @@ Tolerances are those of test_parity_torch.py (float64 1e-10 relative, float32 2e
 test_ops_grad.py (directional finite differences, 1e-6 relative)."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import npvit
 from conftest import randomize_params
+from fused_check import assert_fused_matches_reference
 from gradcheck import directional_check, model_gradcheck
 from npvit.ops.patch_merge import patch_merge_backward, patch_merge_forward
 from npvit.ops.relpos import relative_position_index, relpos_bias_backward, relpos_bias_forward
@@ -228,21 +229,18 @@ def test_full_size_swin_tiny_against_timm(backend):
 # --- the fused eval path, variants, whole-model gradient ---------------------------------------------
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cfg=swin_configs(), batch=st.integers(1, 5), dtype=st.sampled_from(["float32", "float64"]), seed=seeds)
+@example(cfg=dict(img_size=(16, 10), patch_size=(2, 2), window_size=3, embed_dim=2, depths=(2,), num_heads=(1,),
+                  num_classes=1, mlp_ratio=2.0, qkv_bias=True, drop_path_rate=0.0, window_rule="timm", in_c=3),
+         batch=1, dtype="float32", seed=1027)  # features 1.1e-4 apart: failed the old fixed 2e-5 bound
 def test_fused_eval_path_equals_the_reference(backend, cfg, batch, dtype, seed):
-    """Same tolerances as the ViT's (test_inference.py): 1e-12 in float64, 2e-6 of the largest
-    logit (at least 1) in float32."""
+    """As the ViT's (test_inference.py): in float64 and float32, whatever a draw's conditioning
+    (fused_check.py)."""
     npv = npvit.SwinTransformer(npvit.SwinConfig(**cfg), dtype=dtype, backend=backend, seed=seed)
     randomize_params(npv, seed, scale=0.3)
-    x = backend.from_numpy(np.random.default_rng(seed).standard_normal((batch, cfg["in_c"], *cfg["img_size"])))
-    fast = backend.to_numpy(npv.forward(x))
-    npv.fast_inference = False
-    ref = backend.to_numpy(npv.forward(x))
-    tol = 1e-12 if dtype == "float64" else 2e-6
-    assert np.abs(fast - ref).max() <= tol * max(np.abs(ref).max(), 1.0)
-    features = backend.to_numpy(npv.forward_features(x))
+    x = np.random.default_rng(seed).standard_normal((batch, cfg["in_c"], *cfg["img_size"]))
+    features = backend.to_numpy(npv.forward_features(backend.from_numpy(x)))
     assert features.shape == (batch, *npv.config.stage_grid(len(cfg["depths"]) - 1), npv.config.num_features)
-    npv.fast_inference = True
-    np.testing.assert_allclose(backend.to_numpy(npv.forward_features(x)), features, rtol=tol * 10, atol=tol * 10)
+    assert_fused_matches_reference(npv, x)
 
 
 SWIN_NAMES = [n for n in npvit.list_models() if n.startswith("swin")]
