@@ -75,16 +75,16 @@ def two_threads(make):
     return max(times)
 
 
-def _process_worker(size, calls, barrier, queue):
-    queue.put(timed(numpy_loop(size, calls) if size else product_loop(calls), barrier))
+def _process_worker(loop, args, barrier, queue):
+    queue.put(timed(loop(*args), barrier))
 
 
-def two_processes(size, calls):
-    """The slower of two processes' loop times, both started together (start-up not counted);
-    ``size`` 0: the product loop."""
+def two_processes(loop, *args):
+    """The slower of two processes' ``loop(*args)`` times, both started together (start-up not
+    counted)."""
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_process_worker, args=(size, calls, barrier, queue)) for _ in range(2)]
+    procs = [ctx.Process(target=_process_worker, args=(loop, args, barrier, queue)) for _ in range(2)]
     for p in procs:
         p.start()
     times = [queue.get() for _ in procs]
@@ -141,9 +141,9 @@ def main(argv=None):
     for label, size, calls in CALLS:
         make = lambda size=size, calls=calls: numpy_loop(size, calls)
         show(f"2 threads, {label}", paired(make, args.rounds, lambda: two_threads(make)))
-        show(f"2 processes, {label}", paired(make, args.rounds, lambda: two_processes(size, calls)))
+        show(f"2 processes, {label}", paired(make, args.rounds, lambda: two_processes(numpy_loop, size, calls)))
     show("2 threads, 12 ms matrix products", paired(product_loop, args.rounds, lambda: two_threads(product_loop)))
-    show("2 processes, 12 ms matrix products", paired(product_loop, args.rounds, lambda: two_processes(0, 20)))
+    show("2 processes, 12 ms matrix products", paired(product_loop, args.rounds, lambda: two_processes(product_loop)))
     show("2 threads, 48 us hashlib calls", paired(hash_loop, args.rounds, lambda: two_threads(hash_loop)))
     if args.model:
         npvit_pool(args.model, args.batch, args.rounds)

@@ -64,8 +64,4 @@ class TransformerBlock:
         dh = residual_backward(dh, dm, backend)
         # attention sublayer
         da, grads[b + "attn.proj.weight"], grads[b + "attn.proj.bias"] = linear_residual_backward(dh, caches.pop())
-        dh_attn = self.attention.backward(da, caches.pop(), grads)
-        if dh_attn.shape[1] != dh.shape[1]:                 # a ``queries`` block: the skip carried those rows
-            dh_attn[:, :dh.shape[1]] += dh
-            return dh_attn
-        return residual_backward(dh, dh_attn, backend)
+        return residual_backward(dh, self.attention.backward(da, caches.pop(), grads), backend)

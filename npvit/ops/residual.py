@@ -8,7 +8,9 @@ A change that caches the stream itself must give up the in-place add.
 
 Backward: the output's gradient reaches h twice, straight through the skip and through the
 branch, and the two sum.  This is the one place where activation gradients add up; the sum is
-written into the skip's gradient, which nothing reads afterwards.
+written into the skip's gradient, which nothing reads afterwards.  A block that keeps only its
+first token rows (``queries``, a last block whose other rows nothing reads) carries only those
+rows through its skip: their gradient is then added into those rows of the branch's.
 """
 
 
@@ -18,7 +20,11 @@ def residual_forward(h, branch, backend):
 
 
 def residual_backward(dy, dh_branch, backend):
-    """dh = dy (the skip) + dh_branch (through the branch), written into dy."""
+    """dh = dy (the skip) + dh_branch (through the branch), written into dy; or, where the skip
+    carried only the first rows (dy (B, Nq, D), dh_branch (B, N, D)), into those rows of dh_branch."""
+    if dy.shape[1] != dh_branch.shape[1]:
+        dh_branch[:, :dy.shape[1]] += dy
+        return dh_branch
     return _add_into(dy, dh_branch, backend)
 
 
